@@ -1,0 +1,270 @@
+"""The conversation service every front end calls: Inbound -> Outbounds, one unit of work.
+
+Each turn is one call of `Database.run`: find the speaker and their current dialog, let the pure
+engine advance it, write what it recorded and the new state (version-checked), commit — and only
+then are the replies handed back to be sent. So an answer is durable before the next question
+goes out, and a process killed between two turns resumes at the same question.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from markupsafe import Markup
+from sqlalchemy.orm import Session
+
+from dialogs.engine import Engine, Log, Remove, Save, Turn
+from dialogs.messages import Inbound, Outbound, TurnContext
+from dialogs.render import Renderer
+from dialogs.state import DialogState
+from store import conversations as conv
+from store import records
+from store.db import Database
+
+log = logging.getLogger(__name__)
+
+FLOW_COMMANDS = ("intake", "qualify", "contact")
+GLOBAL_COMMANDS = ("help", "lang", "resume", *FLOW_COMMANDS)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a turn produced: the messages, and the language they are in."""
+
+    messages: tuple[Outbound, ...]
+    lang: str
+
+
+class Coach:
+    """Runs turns. Built once by the composition root; holds no per-user state."""
+
+    def __init__(
+        self,
+        db: Database,
+        engine: Engine,
+        renderer: Renderer,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        default_lang: str = "en",
+        default_tz: str = "UTC",
+        default_currency: str = "CNY",
+    ) -> None:
+        self.db = db
+        self.engine = engine
+        self.r = renderer
+        self.clock = clock
+        self.default_lang = default_lang
+        self.default_tz = default_tz
+        self.default_currency = default_currency
+        self.commands: dict[str, str] = {}
+        for catalog in renderer.catalogs.values():
+            for name in GLOBAL_COMMANDS:
+                for alias in catalog.get(f"command.{name}", name).split("|"):
+                    self.commands[alias.strip().casefold()] = name
+
+    async def handle(self, inbound: Inbound) -> Reply:
+        """One turn. Replies come back only after what they confirm is committed."""
+        now = self.clock()
+        try:
+            return await self.db.run(self._turn, inbound, now)
+        except conv.StaleSession:
+            # Another input for the same dialog won the race; show where it stands now.
+            return await self.db.run(self._stale, inbound, now)
+
+    async def greet(self, inbound: Inbound) -> Reply:
+        """The welcome for a front end that starts a conversation (console start, /start)."""
+        return await self.db.run(self._greet, inbound, self.clock())
+
+    def error_reply(self, lang: str, ref: str) -> Outbound:
+        return Outbound(self.r.text(lang, "error.internal", ref=ref), kind="error")
+
+    # ---- inside the unit of work ------------------------------------------------------------
+
+    def _speaker(self, session: Session, inbound: Inbound, now: datetime) -> conv.Speaker:
+        lang = inbound.lang_hint if inbound.lang_hint in self.r.languages else None
+        return conv.ensure_speaker(
+            session, platform=inbound.platform, org_key=inbound.org_key,
+            user_key=inbound.user_key, display_name=inbound.user_name or inbound.user_key,
+            lang=lang, default_lang=self.default_lang, default_tz=self.default_tz, now=now,
+        )
+
+    def _ctx(self, speaker: conv.Speaker, now: datetime, lang: str | None = None,
+             candidates: tuple[tuple[str, str], ...] = ()) -> TurnContext:
+        tz = ZoneInfo(speaker.tz or speaker.org_tz or self.default_tz)
+        return TurnContext(
+            now=now.astimezone(tz),
+            lang=lang or speaker.lang or speaker.org_lang or self.default_lang,
+            user_id=str(speaker.user_id),
+            candidates=candidates,
+            default_currency=self.default_currency,
+        )
+
+    def _greet(self, session: Session, inbound: Inbound, now: datetime) -> Reply:
+        speaker = self._speaker(session, inbound, now)
+        ctx = self._ctx(speaker, now)
+        out = [Outbound(self.r.text(ctx.lang, "welcome", name=speaker.display_name))]
+        current = conv.current_dialog(session, speaker.user_id)
+        if current is not None:
+            state = DialogState.from_json(current.state)
+            out.append(Outbound(self.r.text(
+                ctx.lang, "welcome.open", title=self.engine.title(state, ctx.lang),
+                progress=self.engine.progress(state, ctx))))
+        return Reply(tuple(out), ctx.lang)
+
+    def _stale(self, session: Session, inbound: Inbound, now: datetime) -> Reply:
+        speaker = self._speaker(session, inbound, now)
+        ctx = self._ctx(speaker, now)
+        out = [Outbound(self.r.text(ctx.lang, "stale"), kind="error")]
+        current = conv.current_dialog(session, speaker.user_id)
+        if current is not None:
+            out.extend(self.engine.ask(DialogState.from_json(current.state), ctx))
+        return Reply(tuple(out), ctx.lang)
+
+    def _turn(self, session: Session, inbound: Inbound, now: datetime) -> Reply:
+        if inbound.event_id and not conv.first_time(session, inbound.platform, inbound.event_id,
+                                                    now):
+            return Reply((), self.default_lang)  # a retry or a double click: already handled
+        speaker = self._speaker(session, inbound, now)
+        text = inbound.text
+        word, _, arg = text.strip().partition(" ")
+        slash = word.startswith("/")
+        command = self.commands.get(word.lstrip("/").casefold())
+        current = conv.current_dialog(session, speaker.user_id)
+        if command == "help":
+            return self._help(speaker, now)
+        if command == "lang" and (arg or slash or current is None):
+            return self._lang(session, speaker, arg.strip(), current, now)
+        if command == "resume":
+            return self._resume(session, speaker, arg.strip(), now)
+        if command in FLOW_COMMANDS and (slash or current is None or not arg):
+            return self._start(session, speaker, command, now)
+        if current is None or (slash and command is None and not self._control(word)):
+            ctx = self._ctx(speaker, now)
+            if slash or (len(text.split()) == 1 and text.strip()):
+                unknown = Outbound(self.r.text(ctx.lang, "unknown", typed=text.strip()[:80]),
+                                   kind="error")
+                return Reply((unknown, *self._help(speaker, now).messages), ctx.lang)
+            return Reply((Outbound(self.r.text(ctx.lang, "idle")),), ctx.lang)
+        return self._advance(session, speaker, current, text, now)
+
+    def _control(self, word: str) -> bool:
+        return word.lstrip("/").casefold() in self.engine.aliases
+
+    def _advance(self, session: Session, speaker: conv.Speaker, current: conv.OpenDialog,
+                 text: str, now: datetime) -> Reply:
+        state = DialogState.from_json(current.state)
+        need = self.engine.reference_need(state)
+        candidates: tuple[tuple[str, str], ...] = ()
+        if need is not None:
+            kind, account_id = need
+            if kind == "account":
+                candidates = tuple(records.names(session, "accounts", org_id=speaker.org_id))
+            elif account_id is not None:
+                candidates = tuple(records.names(session, "contacts", org_id=speaker.org_id,
+                                                 account_id=account_id))
+        ctx = self._ctx(speaker, now, candidates=candidates)
+        turn = self.engine.advance(state, text, ctx)
+        self._apply(session, speaker, turn, now)
+        conv.save_dialog(session, current, state=turn.state.to_json(), status=turn.state.status,
+                         now=now)
+        messages = list(turn.messages)
+        if turn.next_flow is not None:
+            flow_id, bound = turn.next_flow
+            messages.extend(self._open(session, speaker, flow_id, ctx, now, bound))
+        return Reply(tuple(messages), ctx.lang)
+
+    def _apply(self, session: Session, speaker: conv.Speaker, turn: Turn, now: datetime) -> None:
+        for effect in turn.effects:
+            if isinstance(effect, Save):
+                records.upsert(session, effect.table, effect.id, effect.values,
+                               org_id=speaker.org_id, user_id=speaker.user_id, now=now,
+                               parent=effect.parent)
+            elif isinstance(effect, Remove):
+                records.remove(session, effect.table, effect.id, org_id=speaker.org_id)
+            elif isinstance(effect, Log):
+                records.log_activity(session, org_id=speaker.org_id, user_id=speaker.user_id,
+                                     kind=effect.kind, note=effect.note, now=now,
+                                     account_id=effect.account_id,
+                                     opportunity_id=effect.opportunity_id,
+                                     contact_id=effect.contact_id)
+
+    def _open(self, session: Session, speaker: conv.Speaker, flow_id: str, ctx: TurnContext,
+              now: datetime, bound: dict[str, dict[str, str]] | None = None) -> list[Outbound]:
+        dialog_id = uuid.uuid4()
+        turn = self.engine.start(flow_id, session_id=str(dialog_id), ctx=ctx, bound=bound)
+        self._apply(session, speaker, turn, now)
+        conv.create_dialog(session, dialog_id=dialog_id, org_id=speaker.org_id,
+                           user_id=speaker.user_id, flow=flow_id, state=turn.state.to_json(),
+                           status=turn.state.status, now=now)
+        return list(turn.messages)
+
+    def _start(self, session: Session, speaker: conv.Speaker, flow_id: str,
+               now: datetime) -> Reply:
+        ctx = self._ctx(speaker, now)
+        return Reply(tuple(self._open(session, speaker, flow_id, ctx, now)), ctx.lang)
+
+    def _help(self, speaker: conv.Speaker, now: datetime) -> Reply:
+        ctx = self._ctx(speaker, now)
+        names = ("intake", "qualify", "contact", "resume", "lang", "help")
+        commands = [(name, self.r.text(ctx.lang, f"help.cmd.{name}")) for name in names]
+        text = self.r.template("help.j2", ctx.lang, commands=commands)
+        return Reply((Outbound(text, kind="help"),), ctx.lang)
+
+    def _lang(self, session: Session, speaker: conv.Speaker, arg: str,
+              current: conv.OpenDialog | None, now: datetime) -> Reply:
+        lang = arg.casefold()
+        if lang not in self.r.languages:
+            ctx = self._ctx(speaker, now)
+            bad = self.r.text(ctx.lang, "lang.bad", langs=", ".join(self.r.languages))
+            return Reply((Outbound(bad, kind="error"),), ctx.lang)
+        conv.set_language(session, speaker.user_id, lang, now)
+        ctx = self._ctx(speaker, now, lang=lang)
+        out = [Outbound(self.r.text(lang, "lang.set"))]
+        if current is not None:
+            out.extend(self.engine.ask(DialogState.from_json(current.state), ctx))
+        return Reply(tuple(out), lang)
+
+    def _resume(self, session: Session, speaker: conv.Speaker, arg: str,
+                now: datetime) -> Reply:
+        ctx = self._ctx(speaker, now)
+        dialogs = conv.open_dialogs(session, speaker.user_id)
+        if not dialogs:
+            return Reply((Outbound(self.r.text(ctx.lang, "resume.none")),), ctx.lang)
+        chosen = dialogs[0]
+        if arg:
+            if not arg.isdigit() or not 1 <= int(arg) <= len(dialogs):
+                text = self.r.text(ctx.lang, "resume.bad", number=arg[:20])
+                return Reply((Outbound(text, kind="error"), *self._listing(dialogs, ctx)),
+                             ctx.lang)
+            chosen = dialogs[int(arg) - 1]
+            conv.touch_dialog(session, chosen.id, now)
+        state = DialogState.from_json(chosen.state)
+        out = [*self.engine.ask(state, ctx)]
+        if len(dialogs) > 1 and not arg:
+            out.extend(self._listing(dialogs, ctx))
+        return Reply(tuple(out), ctx.lang)
+
+    def _listing(self, dialogs: list[conv.OpenDialog], ctx: TurnContext) -> list[Outbound]:
+        items = []
+        for dialog in dialogs:
+            state = DialogState.from_json(dialog.state)
+            subject = next((b.get("name") for b in state.bound.values() if b.get("name")), None)
+            if subject is None:
+                subject = state.answers.get("name") if isinstance(state.answers.get("name"),
+                                                                  str) else None
+            items.append({"title": self.engine.title(state, ctx.lang), "subject": subject,
+                          "progress": self.engine.progress(state, ctx)})
+        return [Outbound(self.r.template("resume_list.j2", ctx.lang, items=items))]
+
+
+def plain(markup: str | Markup) -> str:
+    """Neutral markup as plain text (for logs and the piped console)."""
+    import html
+    import re
+
+    return html.unescape(re.sub(r"</?(b|i|code)>", "", str(markup)))

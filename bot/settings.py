@@ -1,0 +1,47 @@
+"""Settings from the environment (and `.env`), read once by the composition root."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///salescoach.db"
+
+
+class Settings(BaseSettings):
+    """Every environment variable salescoach understands (see DESIGN.md, 'Environment')."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, alias="DATABASE_URL")
+    slack_bot_token: str | None = Field(None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: str | None = Field(None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: str | None = Field(None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
+    telegram_bot_token: str | None = Field(None, alias="TELEGRAM_BOT_TOKEN")
+    telegram_api_url: str = Field("https://api.telegram.org/bot", alias="TELEGRAM_API_URL")
+    telegram_webhook_url: str | None = Field(None, alias="TELEGRAM_WEBHOOK_URL")
+    telegram_webhook_secret: str | None = Field(None, alias="TELEGRAM_WEBHOOK_SECRET")
+    lang: Literal["en", "zh"] = Field("en", alias="SALESCOACH_LANG")
+    tz: str = Field("UTC", alias="SALESCOACH_TZ")
+    admins: str = Field("", alias="SALESCOACH_ADMINS")
+    auto_migrate: bool = Field(True, alias="SALESCOACH_AUTO_MIGRATE")
+    host: str = Field("127.0.0.1", alias="HOST")
+    port: int = Field(8080, alias="PORT")
+
+    @field_validator("tz")
+    @classmethod
+    def _known_tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"SALESCOACH_TZ={value!r} is not a known time zone (try 'Asia/Shanghai' or 'UTC')") from exc
+        return value
+
+    @property
+    def admin_ids(self) -> list[str]:
+        return [part.strip() for part in self.admins.split(",") if part.strip()]

@@ -1,0 +1,842 @@
+"""The conversation engine: (state, input, context) -> (new state, messages, effects). No I/O.
+
+A flow expands, for the answers given so far, into a list of slots: its steps in order, each
+group repeated per iteration with its "add another?" question, and conditional steps only when
+their condition holds. The cursor is the slot being asked; after an answer the next slot is the
+first unanswered one, so `back` and `edit` change one answer and return to where the rep was.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from markupsafe import Markup, escape
+
+from dialogs import parsing
+from dialogs.flow import (
+    OPTION_TYPES,
+    REFERENCE_TYPES,
+    Condition,
+    Flow,
+    FlowSet,
+    GroupDef,
+    OptionDef,
+    StepDef,
+)
+from dialogs.messages import Option, Outbound, TurnContext
+from dialogs.render import Renderer
+from dialogs.state import DialogState
+
+CONTROL_WORDS = ("back", "skip", "edit", "tip", "cancel")
+MAX_INPUT = 10_000
+
+
+@dataclass(frozen=True)
+class Save:
+    """Upsert one row: update `values` on `id`, or insert it (with `parent`) if it is new."""
+
+    table: str
+    id: str
+    values: dict[str, Any]
+    parent: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Remove:
+    """Delete a row this dialog created and the rep then took back."""
+
+    table: str
+    id: str
+
+
+@dataclass(frozen=True)
+class Log:
+    """An activity for the log."""
+
+    kind: str
+    note: str
+    account_id: str | None = None
+    opportunity_id: str | None = None
+    contact_id: str | None = None
+
+
+Effect = Save | Remove | Log
+
+
+@dataclass(frozen=True)
+class Turn:
+    state: DialogState
+    messages: tuple[Outbound, ...]
+    effects: tuple[Effect, ...] = ()
+    next_flow: tuple[str, dict[str, dict[str, str]]] | None = None
+
+
+@dataclass(frozen=True)
+class Slot:
+    key: str
+    kind: str  # "step" | "start" | "more"
+    step: StepDef | None = None
+    group: GroupDef | None = None
+    index: int | None = None
+
+
+class Engine:
+    """Runs flows. Holds only immutable things loaded at start-up."""
+
+    def __init__(self, flows: FlowSet, renderer: Renderer) -> None:
+        self.flows = flows
+        self.r = renderer
+        self.aliases: dict[str, str] = {}
+        for catalog in renderer.catalogs.values():
+            for word in CONTROL_WORDS:
+                for alias in catalog.get(f"command.{word}", word).split("|"):
+                    self.aliases[alias.strip().casefold()] = word
+        for flow in flows.flows.values():
+            self._check_texts(flow)
+
+    def _check_texts(self, flow: Flow) -> None:
+        def texts(step: StepDef) -> Iterable[str]:
+            for group in (step.ask, step.tip or {}, step.label or {}):
+                yield from group.values()
+
+        for item in flow.spec.steps:
+            steps = [item] if isinstance(item, StepDef) else item.steps
+            for step in steps:
+                for source in texts(step):
+                    self.r.check(source)
+
+    # ---- public API -------------------------------------------------------------------------
+
+    def start(
+        self,
+        flow_id: str,
+        *,
+        session_id: str,
+        ctx: TurnContext,
+        bound: dict[str, dict[str, str]] | None = None,
+    ) -> Turn:
+        """Open a dialog: the intro and the first question."""
+        flow = self.flows[flow_id]
+        answers: dict[str, Any] = {}
+        for item in flow.spec.steps:
+            if isinstance(item, StepDef) and item.bind and bound and item.bind in bound:
+                answers[item.id] = dict(bound[item.bind])
+        state = DialogState(flow=flow_id, session_id=session_id, answers=answers,
+                            bound=dict(bound or {}))
+        intro = Outbound(self.r.pick(flow.spec.intro, ctx.lang), kind="intro")
+        return self._proceed(flow, state, ctx, (intro,), ())
+
+    def reference_need(self, state: DialogState) -> tuple[str, str | None] | None:
+        """If the current question names an account or contact, what to look up first:
+        (`account`, None) or (`contact`, account id)."""
+        if state.pending or state.cursor is None:
+            return None
+        flow = self.flows[state.flow]
+        slot = self._slot(flow, state, state.cursor)
+        if slot is None or slot.step is None or slot.step.type not in REFERENCE_TYPES:
+            return None
+        if slot.step.type == "contact":
+            account = state.bound.get("account")
+            return ("contact", account["id"] if account else None)
+        return ("account", None)
+
+    def ask(self, state: DialogState, ctx: TurnContext) -> tuple[Outbound, ...]:
+        """The question the dialog waits on, again (after `resume`, `lang`, a restart)."""
+        flow = self.flows[state.flow]
+        if state.pending:
+            return self._ask_pending(flow, state, ctx)
+        if state.cursor is None:
+            return ()
+        slot = self._slot(flow, state, state.cursor)
+        if slot is None:
+            return ()
+        return (self._question(flow, state, slot, ctx),)
+
+    def title(self, state: DialogState, lang: str) -> Markup:
+        return self.r.pick(self.flows[state.flow].spec.title, lang)
+
+    def progress(self, state: DialogState, ctx: TurnContext) -> tuple[int, int]:
+        flow = self.flows[state.flow]
+        slots = self._expand(flow, state, ctx)
+        keys = [s.key for s in slots]
+        pos = keys.index(state.cursor) + 1 if state.cursor in keys else len(keys)
+        return pos, len(keys)
+
+    def advance(self, state: DialogState, text: str, ctx: TurnContext) -> Turn:
+        """Apply one input to a dialog."""
+        flow = self.flows[state.flow]
+        if state.status != "active":
+            return Turn(state, (Outbound(self.r.text(ctx.lang, "dialog.closed"), kind="error"),))
+        raw = text.strip()
+        word = self.aliases.get(raw.casefold().lstrip("/"))
+        if len(text) > MAX_INPUT:
+            return self._reask(flow, state, ctx, "err.too_long", length=len(text), limit=MAX_INPUT)
+        if word == "cancel":
+            closed = replace(state, status="cancelled", pending=None)
+            return Turn(closed, (Outbound(self.r.text(
+                ctx.lang, "dialog.cancelled", title=self.r.pick(flow.spec.title, ctx.lang)),
+                kind="say"),))
+        if state.pending:
+            return self._answer_pending(flow, state, raw, word, ctx)
+        if state.cursor is None:
+            return Turn(state, ())
+        slot = self._slot(flow, state, state.cursor)
+        if slot is None:  # the flow file changed under a stored dialog: go on from the start
+            return self._proceed(flow, replace(state, cursor=None), ctx, (), ())
+        if word == "tip":
+            return Turn(state, (self._tip(flow, slot, ctx),))
+        if word == "back":
+            return self._back(flow, state, slot, ctx)
+        if word == "edit":
+            return self._edit_list(flow, state, ctx)
+        if word == "skip":
+            if slot.kind == "step" and slot.step is not None and slot.step.optional:
+                return self._accept(flow, state, slot, None, ctx)
+            return self._reask(flow, state, ctx, "err.cannot_skip")
+        if not raw:
+            return self._reask(flow, state, ctx, "err.empty")
+        return self._answer(flow, state, slot, raw, ctx)
+
+    # ---- expansion ----------------------------------------------------------------------------
+
+    def _expand(self, flow: Flow, state: DialogState, ctx: TurnContext) -> list[Slot]:
+        slots: list[Slot] = []
+        answers = state.answers
+        for item in flow.spec.steps:
+            if isinstance(item, StepDef):
+                if item.when is None or self._holds(item.when, answers, "", ctx):
+                    slots.append(Slot(item.id, "step", step=item))
+                continue
+            group = item
+            if group.when is not None and not self._holds(group.when, answers, "", ctx):
+                continue
+            if group.min == 0:
+                slots.append(Slot(f"{group.group}.start", "start", group=group))
+                if answers.get(f"{group.group}.start") is not True:
+                    continue
+            index = 0
+            while True:
+                prefix = f"{group.group}.{index}."
+                for step in group.steps:
+                    if step.when is None or self._holds(step.when, answers, prefix, ctx):
+                        slots.append(Slot(prefix + step.id, "step", step=step, group=group,
+                                          index=index))
+                if index + 1 >= group.max:
+                    break
+                more = f"{group.group}.more.{index}"
+                slots.append(Slot(more, "more", group=group, index=index))
+                if answers.get(more) is not True:
+                    break
+                index += 1
+        return slots
+
+    def _slot(self, flow: Flow, state: DialogState, key: str) -> Slot | None:
+        for slot in self._expand_all(flow, state):
+            if slot.key == key:
+                return slot
+        return None
+
+    def _expand_all(self, flow: Flow, state: DialogState) -> list[Slot]:
+        """Every slot the answers could reach, conditions ignored (to find a slot by key)."""
+        slots: list[Slot] = []
+        for item in flow.spec.steps:
+            if isinstance(item, StepDef):
+                slots.append(Slot(item.id, "step", step=item))
+                continue
+            if item.min == 0:
+                slots.append(Slot(f"{item.group}.start", "start", group=item))
+            count = self._iterations(item, state.answers)
+            for index in range(max(count, 1)):
+                for step in item.steps:
+                    slots.append(Slot(f"{item.group}.{index}.{step.id}", "step", step=step,
+                                      group=item, index=index))
+                slots.append(Slot(f"{item.group}.more.{index}", "more", group=item, index=index))
+        return slots
+
+    @staticmethod
+    def _iterations(group: GroupDef, answers: dict[str, Any]) -> int:
+        if group.min == 0 and answers.get(f"{group.group}.start") is not True:
+            return 0
+        count = 1
+        while answers.get(f"{group.group}.more.{count - 1}") is True and count < group.max:
+            count += 1
+        return count
+
+    def _holds(self, cond: Condition, answers: dict[str, Any], prefix: str,
+               ctx: TurnContext) -> bool:
+        if cond.all is not None:
+            return all(self._holds(c, answers, prefix, ctx) for c in cond.all)
+        if cond.any is not None:
+            return any(self._holds(c, answers, prefix, ctx) for c in cond.any)
+        assert cond.step is not None
+        key = prefix + cond.step if prefix and prefix + cond.step in answers else cond.step
+        present = key in answers and answers[key] is not None
+        value = answers.get(key)
+        if cond.answered is not None:
+            return present == cond.answered
+        if not present:
+            return cond.not_equals is not None
+        if cond.equals is not None:
+            return bool(value == cond.equals)
+        if cond.not_equals is not None:
+            return bool(value != cond.not_equals)
+        if cond.in_ is not None:
+            return value in cond.in_
+        if cond.contains is not None:
+            return isinstance(value, list) and cond.contains in value
+        if cond.within_days is not None:
+            try:
+                days = (date.fromisoformat(str(value)) - ctx.today).days
+            except ValueError:
+                return False
+            return 0 <= days <= cond.within_days
+        number = _as_number(value)
+        if number is None:
+            return False
+        if cond.min is not None and number < Decimal(str(cond.min)):
+            return False
+        return not (cond.max is not None and number > Decimal(str(cond.max)))
+
+    # ---- moving -------------------------------------------------------------------------------
+
+    def _proceed(self, flow: Flow, state: DialogState, ctx: TurnContext,
+                 before: tuple[Outbound, ...], effects: tuple[Effect, ...]) -> Turn:
+        """Move the cursor to the first unanswered slot and ask it, or finish the flow."""
+        slots = self._expand(flow, state, ctx)
+        for slot in slots:
+            if slot.key not in state.answers:
+                moved = replace(state, cursor=slot.key, pending=None)
+                return Turn(moved, (*before, self._question(flow, moved, slot, ctx, slots)),
+                            effects)
+        return self._finish(flow, replace(state, cursor=None, pending=None), ctx, before,
+                            effects, slots)
+
+    def _accept(self, flow: Flow, state: DialogState, slot: Slot, value: Any,
+                ctx: TurnContext, bound: dict[str, str] | None = None) -> Turn:
+        """Record an answer, emit what it saves, and move on."""
+        answers = dict(state.answers)
+        was_answered = slot.key in answers
+        answers[slot.key] = value
+        new_bound = dict(state.bound)
+        if bound is not None and slot.step is not None and slot.step.bind:
+            new_bound[slot.step.bind] = bound
+        effects: list[Effect] = []
+        if slot.kind in ("more", "start") and value is False:
+            effects.extend(self._drop_iterations(flow, state, slot, answers))
+        new_state = replace(state, answers=answers, bound=new_bound)
+        if slot.kind == "step" and slot.step is not None:
+            effects.extend(self._saves(flow, new_state, slot, ctx))
+        effects.extend(self._clear_hidden(flow, state, new_state, ctx))
+        note: tuple[Outbound, ...] = ()
+        if was_answered:
+            note = (Outbound(self.r.text(ctx.lang, "dialog.updated"), kind="say"),)
+        return self._proceed(flow, new_state, ctx, note, tuple(effects))
+
+    def _drop_iterations(self, flow: Flow, state: DialogState, slot: Slot,
+                         answers: dict[str, Any]) -> list[Effect]:
+        """A "no more" answer takes back the group's later iterations and their rows."""
+        assert slot.group is not None
+        group = slot.group
+        keep = 0 if slot.kind == "start" else (slot.index or 0) + 1
+        prefix = f"{group.group}."
+        dropped: set[int] = set()
+        for key in list(answers):
+            if not key.startswith(prefix):
+                continue
+            head, _, _rest = key[len(prefix):].partition(".")
+            if head == "more":
+                if int(_rest) >= keep:
+                    del answers[key]
+            elif head.isdigit() and int(head) >= keep:
+                dropped.add(int(head))
+                del answers[key]
+        table = flow.spec.records[group.record].table
+        return [Remove(table, self._record_id(flow, state, group.record, index))
+                for index in sorted(dropped)]
+
+    def _clear_hidden(self, flow: Flow, old: DialogState, new: DialogState,
+                      ctx: TurnContext) -> list[Effect]:
+        """Answers to steps that a changed answer has hidden are cleared where they were saved."""
+        before = {s.key for s in self._expand(flow, old, ctx)}
+        after = {s.key for s in self._expand(flow, new, ctx)}
+        effects: list[Effect] = []
+        for slot in self._expand_all(flow, new):
+            if (slot.key in before and slot.key not in after and slot.step is not None
+                    and slot.step.save and new.answers.get(slot.key) is not None):
+                effects.extend(self._saves(flow, new, slot, ctx, clear=True))
+        return effects
+
+    def _back(self, flow: Flow, state: DialogState, slot: Slot, ctx: TurnContext) -> Turn:
+        slots = self._expand(flow, state, ctx)
+        keys = [s.key for s in slots]
+        pos = keys.index(slot.key) if slot.key in keys else len(keys)
+        for prev in reversed(slots[:pos]):
+            answer = state.answers.get(prev.key)
+            if isinstance(answer, dict) and answer.get("handed"):
+                continue  # handed over by the flow before: not a question of this dialog
+            moved = replace(state, cursor=prev.key)
+            return Turn(moved, (self._question(flow, moved, prev, ctx, slots),))
+        return self._reask(flow, state, ctx, "err.no_back")
+
+    def _edit_list(self, flow: Flow, state: DialogState, ctx: TurnContext) -> Turn:
+        slots = [s for s in self._expand(flow, state, ctx)
+                 if s.kind == "step" and s.key in state.answers and s.key != state.cursor]
+        if not slots:
+            return self._reask(flow, state, ctx, "err.nothing_to_edit")
+        pending = {"kind": "edit", "keys": [s.key for s in slots]}
+        moved = replace(state, pending=pending)
+        return Turn(moved, self._ask_pending(flow, moved, ctx))
+
+    # ---- answering ----------------------------------------------------------------------------
+
+    def _answer(self, flow: Flow, state: DialogState, slot: Slot, raw: str,
+                ctx: TurnContext) -> Turn:
+        if slot.kind in ("start", "more"):
+            try:
+                return self._accept(flow, state, slot, parsing.parse_yes_no(raw), ctx)
+            except parsing.ParseError as exc:
+                return self._reask(flow, state, ctx, f"parse.{exc.code}", **exc.params)
+        step = slot.step
+        assert step is not None
+        if step.type in REFERENCE_TYPES:
+            return self._reference(flow, state, slot, raw, ctx)
+        try:
+            value = self._parse(flow, step, raw, ctx)
+        except parsing.ParseError as exc:
+            return self._reask(flow, state, ctx, f"parse.{exc.code}", **exc.params)
+        except _TooLong as exc:
+            return self._reask(flow, state, ctx, "err.too_long", length=exc.length,
+                               limit=step.max_length)
+        return self._accept(flow, state, slot, value, ctx)
+
+    def _parse(self, flow: Flow, step: StepDef, raw: str, ctx: TurnContext) -> Any:
+        kind = step.type
+        if kind == "text":
+            if len(raw) > step.max_length:
+                raise _TooLong(len(raw))
+            return raw
+        if kind == "yes_no":
+            return parsing.parse_yes_no(raw)
+        if kind in OPTION_TYPES:
+            opts = [(o.value, (o.en, o.zh, o.value)) for o in flow.options_for(step)]
+            if kind == "choice":
+                return parsing.parse_choice(raw, opts)
+            return parsing.parse_multi_choice(raw, opts)
+        if kind == "number":
+            lo = Decimal(str(step.min_value)) if step.min_value is not None else None
+            hi = Decimal(str(step.max_value)) if step.max_value is not None else None
+            return str(parsing.parse_number(raw, minimum=lo, maximum=hi))
+        if kind == "money":
+            return parsing.parse_money(raw, default_currency=ctx.default_currency).to_json()
+        if kind == "date":
+            return parsing.parse_date(raw, today=ctx.today, lang=ctx.lang,
+                                      prefer=step.prefer).isoformat()
+        if kind == "rating":
+            return parsing.parse_rating(raw, low=step.low, high=step.high)
+        raise AssertionError(kind)
+
+    def _reference(self, flow: Flow, state: DialogState, slot: Slot, raw: str,
+                   ctx: TurnContext) -> Turn:
+        step = slot.step
+        assert step is not None
+        if len(raw) > 200:
+            return self._reask(flow, state, ctx, "err.too_long", length=len(raw), limit=200)
+        names = {name: cid for cid, name in ctx.candidates}
+        key = parsing.normalize_key(raw)
+        exact = [(cid, name) for cid, name in ctx.candidates if parsing.normalize_key(name) == key]
+        if len(exact) == 1:
+            cid, name = exact[0]
+            return self._accept(flow, state, slot, {"id": cid, "name": name}, ctx,
+                                bound={"id": cid, "name": name})
+        near = parsing.close_matches(raw, list(names)) if not exact else [n for _, n in exact]
+        if len(near) == 1 and not step.allow_new:
+            pending = {"kind": "confirm", "id": names[near[0]], "name": near[0], "typed": raw}
+            moved = replace(state, pending=pending)
+            return Turn(moved, self._ask_pending(flow, moved, ctx))
+        if near:
+            pending = {"kind": "pick", "choices": [[names[n], n] for n in near], "typed": raw}
+            moved = replace(state, pending=pending)
+            return Turn(moved, self._ask_pending(flow, moved, ctx))
+        if step.allow_new:
+            return self._accept(flow, state, slot, {"id": None, "name": raw}, ctx)
+        return self._reask(flow, state, ctx, f"ref.none_{step.type}", typed=raw)
+
+    def _answer_pending(self, flow: Flow, state: DialogState, raw: str, word: str | None,
+                        ctx: TurnContext) -> Turn:
+        pending = state.pending or {}
+        cleared = replace(state, pending=None)
+        if word in ("back", "skip") or (word == "edit" and pending.get("kind") == "edit"):
+            return Turn(cleared, self.ask(cleared, ctx))
+        if word == "tip" and state.cursor:
+            slot = self._slot(flow, state, state.cursor)
+            if slot is not None:
+                return Turn(state, (self._tip(flow, slot, ctx),))
+        slot = self._slot(flow, state, state.cursor) if state.cursor else None
+        kind = pending.get("kind")
+        if kind == "confirm" and slot is not None:
+            try:
+                yes = parsing.parse_yes_no(raw)
+            except parsing.ParseError:
+                # not a yes/no: take it as a fresh answer to the question itself
+                return self._answer(flow, cleared, slot, raw, ctx)
+            if yes:
+                chosen = {"id": pending["id"], "name": pending["name"]}
+                return self._accept(flow, cleared, slot, chosen, ctx, bound=dict(chosen))
+            return Turn(cleared, (Outbound(self.r.text(ctx.lang, "ref.retype"), kind="say"),
+                                  *self.ask(cleared, ctx)))
+        if kind == "pick" and slot is not None:
+            choices = [(cid, name) for cid, name in pending["choices"]]
+            opts = [(str(i), (name,)) for i, (_cid, name) in enumerate(choices)]
+            step = slot.step
+            if step is not None and step.allow_new:
+                opts.append(("new", (self.r.text("en", "ref.new"), self.r.text("zh", "ref.new"))))
+            try:
+                picked = parsing.parse_choice(raw, opts)
+            except parsing.ParseError:
+                return self._answer(flow, cleared, slot, raw, ctx)
+            if picked == "new":
+                return self._accept(flow, cleared, slot, {"id": None, "name": pending["typed"]},
+                                    ctx)
+            cid, name = choices[int(picked)]
+            return self._accept(flow, cleared, slot, {"id": cid, "name": name}, ctx,
+                                bound={"id": cid, "name": name})
+        if kind == "edit":
+            keys: list[str] = pending["keys"]
+            opts = [(k, (k,)) for k in keys]
+            try:
+                picked = parsing.parse_choice(raw, opts)
+            except parsing.ParseError as exc:
+                return Turn(state, (Outbound(self.r.text(ctx.lang, f"parse.{exc.code}",
+                                                         **exc.params), kind="error"),
+                                    *self._ask_pending(flow, state, ctx)))
+            target = self._slot(flow, state, picked)
+            if target is None:
+                return Turn(cleared, self.ask(cleared, ctx))
+            moved = replace(cleared, cursor=picked)
+            return Turn(moved, (self._question(flow, moved, target, ctx),))
+        return Turn(cleared, self.ask(cleared, ctx))
+
+    # ---- saving -------------------------------------------------------------------------------
+
+    def _record_id(self, flow: Flow, state: DialogState, alias: str, index: int | None) -> str:
+        if alias in state.bound and index is None:
+            return state.bound[alias]["id"]
+        group_bound = state.bound.get(f"{alias}:{index}") if index is not None else None
+        if group_bound:
+            return group_bound["id"]
+        if alias in state.bound:
+            return state.bound[alias]["id"]
+        name = alias if index is None else f"{alias}:{index}"
+        return str(uuid.uuid5(uuid.UUID(state.session_id), name))
+
+    def _target(self, flow: Flow, state: DialogState, alias: str,
+                index: int | None) -> tuple[str, str, tuple[str, str] | None]:
+        record = flow.spec.records[alias]
+        rid = self._record_id(flow, state, alias, index)
+        parent = None
+        if record.parent:
+            column = record.parent_column or f"{record.parent}_id"
+            parent = (column, self._record_id(flow, state, record.parent, None))
+        return record.table, rid, parent
+
+    def _saves(self, flow: Flow, state: DialogState, slot: Slot, ctx: TurnContext,
+               clear: bool = False) -> list[Effect]:
+        step = slot.step
+        assert step is not None
+        if not step.save:
+            return []
+        value = None if clear else state.answers.get(slot.key)
+        alias, column, *sub = step.save.split(".")
+        index = slot.index if slot.group is not None and slot.group.record == alias else None
+        if value is None and index is None and alias in state.bound:
+            return []  # skipping a question about an existing record keeps what it holds
+        table, rid, parent = self._target(flow, state, alias, index)
+        values: dict[str, Any] = {}
+        if sub:  # a key inside a JSON column: write the whole object from this dialog's answers
+            values[column] = self._json_column(flow, state, alias, column)
+        else:
+            values[column] = _db_value(step, value)
+            if step.save_currency:
+                cur_column = step.save_currency.split(".")[1]
+                values[cur_column] = value["currency"] if isinstance(value, dict) else None
+        return [Save(table, rid, values, parent)]
+
+    def _json_column(self, flow: Flow, state: DialogState, alias: str,
+                     column: str) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for item in flow.spec.steps:
+            if isinstance(item, StepDef) and item.save:
+                parts = item.save.split(".")
+                if len(parts) == 3 and parts[0] == alias and parts[1] == column \
+                        and item.id in state.answers:
+                    data[parts[2]] = state.answers[item.id]
+        return data
+
+    # ---- finishing ----------------------------------------------------------------------------
+
+    def _finish(self, flow: Flow, state: DialogState, ctx: TurnContext,
+                before: tuple[Outbound, ...], effects: tuple[Effect, ...],
+                slots: list[Slot]) -> Turn:
+        lang = ctx.lang
+        rows = [self._summary_row(flow, state, s, lang) for s in slots if s.kind == "step"]
+        summary = self.r.template("summary.j2", lang, title=self.r.pick(flow.spec.title, lang),
+                                  rows=[r for r in rows if r is not None])
+        messages: list[Outbound] = [*before, Outbound(summary, kind="summary")]
+        extra: list[Effect] = []
+        ids = {alias: self._record_id(flow, state, alias, None) for alias in flow.spec.records
+               if not self._is_group_record(flow, alias)}
+        if flow.spec.verdict:
+            verdict_msg, verdict_effects = self._verdict(flow, state, ctx)
+            messages.append(verdict_msg)
+            extra.extend(verdict_effects)
+        if flow.spec.done:
+            messages.append(Outbound(self.r.pick(flow.spec.done, lang), kind="say"))
+        extra.append(Log(kind=flow.id, note=str(self.r.pick(flow.spec.title, "en")),
+                         account_id=ids.get("account"), opportunity_id=ids.get("opportunity"),
+                         contact_id=ids.get("contact")))
+        finished = replace(state, status="done")
+        next_flow = None
+        if flow.spec.then:
+            handed: dict[str, dict[str, str]] = {}
+            for alias, rid in ids.items():
+                name = self._record_name(flow, state, alias)
+                handed[alias] = {"id": rid, "name": name or "", "handed": "1"}
+            next_flow = (flow.spec.then, handed)
+        return Turn(finished, tuple(messages), (*effects, *extra), next_flow)
+
+    @staticmethod
+    def _is_group_record(flow: Flow, alias: str) -> bool:
+        return any(isinstance(i, GroupDef) and i.record == alias for i in flow.spec.steps)
+
+    def _record_name(self, flow: Flow, state: DialogState, alias: str) -> str | None:
+        if alias in state.bound:
+            return state.bound[alias].get("name")
+        for item in flow.spec.steps:
+            if isinstance(item, StepDef) and item.save == f"{alias}.name":
+                value = state.answers.get(item.id)
+                return str(value) if value is not None else None
+        return None
+
+    def _verdict(self, flow: Flow, state: DialogState,
+                 ctx: TurnContext) -> tuple[Outbound, list[Effect]]:
+        spec = flow.spec.verdict
+        assert spec is not None
+        failed = [c for c in spec.checks if not self._holds(c.passes, state.answers, "", ctx)]
+        is_opportunity = not failed
+        aspects = {"clear": True, "imminent": True, "valuable": True}
+        for check in failed:
+            aspects[check.aspect] = False
+        reasons = [self.r.pick(c.reason, ctx.lang) for c in failed]
+        text = self.r.template("verdict.j2", ctx.lang, opportunity=is_opportunity,
+                               aspects=aspects, reasons=reasons)
+        table, rid, parent = self._target(flow, state, spec.record, None)
+        values: dict[str, Any] = {
+            "verdict": "opportunity" if is_opportunity else "keep_in_touch",
+            "verdict_reasons": [c.step for c in failed],
+            "stage": "trust" if is_opportunity else "keep_in_touch",
+            "stage_entered_at": ctx.now,
+            "qualification": {c.step: state.answers.get(c.step) for c in spec.checks},
+            "last_activity_at": ctx.now,
+        }
+        return Outbound(text, kind="verdict"), [Save(table, rid, values, parent)]
+
+    # ---- messages -----------------------------------------------------------------------------
+
+    def _question(self, flow: Flow, state: DialogState, slot: Slot, ctx: TurnContext,
+                  slots: Sequence[Slot] | None = None) -> Outbound:
+        lang = ctx.lang
+        slots = slots if slots is not None else self._expand(flow, state, ctx)
+        keys = [s.key for s in slots]
+        progress = (keys.index(slot.key) + 1 if slot.key in keys else len(keys), len(keys))
+        scope = self._scope(flow, state, slot, lang)
+        options: tuple[Option, ...] = ()
+        multi = False
+        hint: Markup | None = None
+        current: Markup | None = None
+        if slot.kind in ("start", "more"):
+            group = slot.group
+            assert group is not None
+            texts = group.start if slot.kind == "start" and group.start else group.more
+            ask = self.r.pick(texts, lang, a=scope, n=(slot.index or 0) + 1)
+            options = self._yes_no(flow, lang)
+        else:
+            step = slot.step
+            assert step is not None
+            ask = self.r.pick(step.ask, lang, a=scope)
+            if step.type in OPTION_TYPES or step.type == "yes_no":
+                options = tuple(Option(o.value, o.label(lang)) for o in flow.options_for(step))
+                multi = step.type == "multi_choice"
+            hint = self._hint(step, lang)
+            if slot.key in state.answers and state.answers[slot.key] is not None:
+                current = self._display(flow, step, state.answers[slot.key], lang)
+        text = self.r.template("question.j2", lang, progress=progress, ask=ask, hint=hint,
+                               current=current)
+        controls = self._controls(slot, lang)
+        return Outbound(text, kind="question", options=options, multi=multi, controls=controls,
+                        progress=progress)
+
+    def _controls(self, slot: Slot, lang: str) -> tuple[Option, ...]:
+        words = ["back"]
+        if slot.kind == "step" and slot.step is not None and slot.step.optional:
+            words.append("skip")
+        if slot.kind == "step" and slot.step is not None and slot.step.tip:
+            words.append("tip")
+        words.append("cancel")
+        return tuple(Option(w, str(self.r.text(lang, f"control.{w}"))) for w in words)
+
+    def _yes_no(self, flow: Flow, lang: str) -> tuple[Option, ...]:
+        return tuple(Option(o.value, o.label(lang)) for o in flow.options["yes_no"])
+
+    def _hint(self, step: StepDef, lang: str) -> Markup | None:
+        parts: list[Markup] = []
+        if step.type in ("money", "date", "number", "multi_choice", "account", "contact"):
+            parts.append(self.r.text(lang, f"hint.{step.type}"))
+        if step.type == "rating":
+            parts.append(self.r.text(lang, "hint.rating", low=step.low, high=step.high))
+        if step.optional:
+            parts.append(self.r.text(lang, "hint.optional"))
+        if not parts:
+            return None
+        return Markup(" · ").join(parts)
+
+    def _scope(self, flow: Flow, state: DialogState, slot: Slot, lang: str) -> dict[str, str]:
+        """Earlier answers by step id, as display text, for flow texts like "{{ a.name }}"."""
+        scope: dict[str, str] = {}
+        prefix = f"{slot.group.group}.{slot.index}." if slot.group is not None else None
+        for item in flow.spec.steps:
+            steps = [item] if isinstance(item, StepDef) else item.steps
+            for step in steps:
+                key = step.id
+                if isinstance(item, GroupDef):
+                    if prefix is None or not prefix.startswith(item.group + "."):
+                        continue
+                    key = prefix + step.id
+                value = state.answers.get(key)
+                if value is not None:
+                    scope[step.id] = str(self._display(flow, step, value, lang))
+        return scope
+
+    def _tip(self, flow: Flow, slot: Slot, ctx: TurnContext) -> Outbound:
+        step = slot.step
+        if step is not None and step.tip:
+            body = self.r.pick(step.tip, ctx.lang)
+        else:
+            body = self.r.text(ctx.lang, "tip.none")
+        return Outbound(self.r.template("tip.j2", ctx.lang, body=body), kind="tip")
+
+    def _reask(self, flow: Flow, state: DialogState, ctx: TurnContext, key: str,
+               **params: Any) -> Turn:
+        error = Outbound(self.r.text(ctx.lang, key, **params), kind="error")
+        return Turn(state, (error, *self.ask(state, ctx)))
+
+    def _ask_pending(self, flow: Flow, state: DialogState, ctx: TurnContext) -> tuple[Outbound, ...]:
+        pending = state.pending or {}
+        lang = ctx.lang
+        kind = pending.get("kind")
+        if kind == "confirm":
+            text = self.r.text(lang, "ref.confirm", name=pending["name"])
+            return (Outbound(text, kind="question", options=self._yes_no(flow, lang)),)
+        if kind == "pick":
+            opts = [Option(str(i), name) for i, (_cid, name) in enumerate(pending["choices"])]
+            slot = self._slot(flow, state, state.cursor) if state.cursor else None
+            if slot is not None and slot.step is not None and slot.step.allow_new:
+                opts.append(Option("new", str(self.r.text(lang, "ref.new_named",
+                                                          name=pending["typed"]))))
+            return (Outbound(self.r.text(lang, "ref.pick", typed=pending["typed"]),
+                             kind="question", options=tuple(opts)),)
+        if kind == "edit":
+            opts = []
+            for key in pending["keys"]:
+                target = self._slot(flow, state, key)
+                if target is None or target.step is None:
+                    continue
+                row = self._summary_row(flow, state, target, lang)
+                label = f"{row['label']}: {row['value']}" if row else key
+                opts.append(Option(key, label))
+            return (Outbound(self.r.text(lang, "edit.which"), kind="question",
+                             options=tuple(opts)),)
+        return ()
+
+    def _summary_row(self, flow: Flow, state: DialogState, slot: Slot,
+                     lang: str) -> dict[str, Any] | None:
+        step = slot.step
+        if step is None or slot.key not in state.answers:
+            return None
+        value = state.answers[slot.key]
+        label = self.r.pick(step.label or step.ask, lang)
+        if slot.group is not None:
+            group_label = self.r.pick(slot.group.label, lang)
+            label = Markup("{} {} · {}").format(group_label, (slot.index or 0) + 1, label)
+        shown = self._display(flow, step, value, lang) if value is not None else \
+            self.r.text(lang, "summary.skipped")
+        return {"label": label, "value": shown}
+
+    def _display(self, flow: Flow, step: StepDef, value: Any, lang: str) -> Markup:
+        """An answer as the rep would read it (escaped)."""
+        if value is None:
+            return Markup("")
+        kind = step.type
+        if kind in OPTION_TYPES:
+            labels = {o.value: o.label(lang) for o in flow.options_for(step)}
+            values = value if isinstance(value, list) else [value]
+            sep = "、" if lang == "zh" else ", "
+            return escape(sep.join(labels.get(v, v) for v in values))
+        if kind == "yes_no":
+            opts = {o.value: o.label(lang) for o in flow.options["yes_no"]}
+            return escape(opts["yes" if value else "no"])
+        if kind == "money" and isinstance(value, dict):
+            return escape(format_money(value))
+        if kind in REFERENCE_TYPES and isinstance(value, dict):
+            return escape(value.get("name", ""))
+        if kind == "rating":
+            return escape(f"{value}/{step.high}")
+        return escape(str(value))
+
+
+class _TooLong(Exception):
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.length = length
+
+
+def format_money(value: dict[str, Any]) -> str:
+    amount = Decimal(str(value["amount"]))
+    text = f"{amount:,.2f}"
+    if text.endswith(".00"):
+        text = text[:-3]
+    return f"{text} {value['currency']}"
+
+
+def _as_number(value: Any) -> Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, dict) and "amount" in value:
+        value = value["amount"]
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+
+
+def _db_value(step: StepDef, value: Any) -> Any:
+    """An answer as the column stores it."""
+    if value is None:
+        return None
+    kind = step.type
+    if kind == "number":
+        return Decimal(str(value))
+    if kind == "money":
+        return Decimal(str(value["amount"]))
+    if kind == "date":
+        return date.fromisoformat(value)
+    if kind in REFERENCE_TYPES:
+        return value.get("name")
+    return value
+
+
+__all__ = ["Engine", "Log", "OptionDef", "Remove", "Save", "Turn"]

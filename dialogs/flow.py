@@ -1,0 +1,414 @@
+"""Flows as data: the schema of a flow file, and loading with validation.
+
+A broken flow file fails at start-up with `FlowError("<file>: step '<id>': <problem>")`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from dialogs.errors import FlowError
+
+FLOWS_DIR = Path(__file__).with_name("flows")
+LANGS: tuple[str, ...] = ("en", "zh")
+
+StepType = Literal[
+    "text", "choice", "multi_choice", "yes_no", "number", "money", "date", "rating",
+    "account", "contact",
+]
+REFERENCE_TYPES = {"account", "contact"}
+OPTION_TYPES = {"choice", "multi_choice"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Texts = dict[str, str]  # language -> jinja2 text
+
+
+class OptionDef(_Strict):
+    value: str
+    en: str
+    zh: str
+
+    def label(self, lang: str) -> str:
+        return str(getattr(self, lang, self.en))
+
+
+class Condition(_Strict):
+    """Ask a step only when an earlier answer says so. Exactly one test besides `step`."""
+
+    step: str | None = None
+    equals: Any = None
+    not_equals: Any = None
+    in_: list[Any] | None = Field(None, alias="in")
+    contains: str | None = None
+    answered: bool | None = None
+    min: float | None = None
+    max: float | None = None
+    within_days: int | None = None
+    all: list[Condition] | None = None
+    any: list[Condition] | None = None
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Condition:
+        tests = [
+            n for n in ("equals", "not_equals", "in_", "contains", "answered", "min", "max",
+                        "within_days", "all", "any")
+            if getattr(self, n) is not None
+        ]
+        if not tests:
+            raise ValueError("a condition needs a test (equals, in, answered, min, max, ...)")
+        if self.all is None and self.any is None and self.step is None:
+            raise ValueError("a condition needs `step`")
+        return self
+
+    def steps(self) -> Iterable[str]:
+        if self.step:
+            yield self.step
+        for sub in (self.all or []) + (self.any or []):
+            yield from sub.steps()
+
+
+class StepDef(_Strict):
+    id: str
+    type: StepType
+    ask: Texts
+    tip: Texts | None = None
+    label: Texts | None = None
+    optional: bool = False
+    save: str | None = None
+    save_currency: str | None = None
+    bind: str | None = None
+    options: str | list[OptionDef] | None = None
+    when: Condition | None = None
+    max_length: int = 2000
+    min_value: float | None = None
+    max_value: float | None = None
+    low: int = 1
+    high: int = 5
+    prefer: Literal["future", "past"] = "future"
+    allow_new: bool = False
+    private: bool = False
+
+
+class GroupDef(_Strict):
+    group: str
+    record: str
+    min: int = Field(1, ge=0, le=1)
+    max: int = Field(20, ge=1, le=100)
+    start: Texts | None = None
+    more: Texts
+    label: Texts
+    steps: list[StepDef]
+    when: Condition | None = None
+
+
+class RecordDef(_Strict):
+    table: str
+    parent: str | None = None
+    parent_column: str | None = None
+
+
+class VerdictCheck(_Strict):
+    step: str
+    aspect: Literal["clear", "imminent", "valuable"]
+    passes: Condition
+    reason: Texts
+
+
+class VerdictDef(_Strict):
+    record: str
+    column: str = "qualification"
+    checks: list[VerdictCheck]
+
+
+class FlowDef(_Strict):
+    id: str
+    title: Texts
+    intro: Texts
+    records: dict[str, RecordDef] = {}
+    steps: list[StepDef | GroupDef]
+    verdict: VerdictDef | None = None
+    then: str | None = None
+    done: Texts | None = None
+
+
+@dataclass(frozen=True)
+class Flow:
+    """A loaded, validated flow, with its steps indexed."""
+
+    spec: FlowDef
+    source: str
+    options: Mapping[str, tuple[OptionDef, ...]]
+
+    @property
+    def id(self) -> str:
+        return self.spec.id
+
+    def step(self, step_id: str) -> StepDef:
+        for item in self.spec.steps:
+            if isinstance(item, StepDef) and item.id == step_id:
+                return item
+            if isinstance(item, GroupDef):
+                for sub in item.steps:
+                    if sub.id == step_id:
+                        return sub
+        raise KeyError(step_id)
+
+    def group(self, group_id: str) -> GroupDef:
+        for item in self.spec.steps:
+            if isinstance(item, GroupDef) and item.group == group_id:
+                return item
+        raise KeyError(group_id)
+
+    def options_for(self, step: StepDef) -> tuple[OptionDef, ...]:
+        if step.type == "yes_no":
+            return self.options["yes_no"]
+        if isinstance(step.options, str):
+            return self.options[step.options]
+        return tuple(step.options or ())
+
+
+def _fail(source: str, where: str, problem: str) -> FlowError:
+    return FlowError(f"{source}: {where}: {problem}")
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise FlowError(f"{path.name}: not valid YAML: {exc}") from exc
+
+
+def load_vocab(path: Path, langs: tuple[str, ...] = LANGS) -> dict[str, tuple[OptionDef, ...]]:
+    """Shared option lists (industries, styles, stages ...), by name."""
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        raise FlowError(f"{path.name}: expected a mapping of option-list names to lists")
+    vocab: dict[str, tuple[OptionDef, ...]] = {}
+    for name, items in raw.items():
+        try:
+            opts = tuple(OptionDef.model_validate(i) for i in items)
+        except (ValidationError, TypeError) as exc:
+            raise _fail(path.name, f"options '{name}'", _first_error(exc)) from exc
+        values = [o.value for o in opts]
+        if len(set(values)) != len(values):
+            raise _fail(path.name, f"options '{name}'", "duplicate values")
+        vocab[name] = opts
+    return vocab
+
+
+def _first_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        return f"{loc}: {err['msg']}" if loc else str(err["msg"])
+    return str(exc)
+
+
+def _locate(raw: Any, loc: tuple[Any, ...]) -> str:
+    """Name the step a pydantic error points at, for a message a sales-ops person can act on."""
+    node = raw
+    where = "flow"
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            break
+        if isinstance(node, dict) and "id" in node and isinstance(node.get("id"), str):
+            where = f"step '{node['id']}'"
+        elif isinstance(node, dict) and "group" in node:
+            where = f"group '{node['group']}'"
+    return where
+
+
+def parse_flow(
+    raw: Any,
+    source: str,
+    vocab: Mapping[str, tuple[OptionDef, ...]],
+    *,
+    columns: Mapping[str, set[str]] | None = None,
+    langs: tuple[str, ...] = LANGS,
+) -> Flow:
+    """Validate one flow's data; `columns` (table -> column names) checks every `save`."""
+    if not isinstance(raw, dict):
+        raise FlowError(f"{source}: expected a mapping with id, title, steps")
+    try:
+        spec = FlowDef.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        field = ".".join(str(p) for p in loc if not isinstance(p, int))
+        raise _fail(source, _locate(raw, loc), f"{field}: {err['msg']}") from exc
+    flow = Flow(spec=spec, source=source, options=vocab)
+    _check(flow, columns, langs)
+    return flow
+
+
+def _check_texts(source: str, where: str, name: str, texts: Texts | None,
+                 langs: tuple[str, ...]) -> None:
+    if texts is None:
+        return
+    missing = [lang for lang in langs if not texts.get(lang, "").strip()]
+    if missing:
+        raise _fail(source, where, f"`{name}` has no text in {', '.join(missing)}")
+
+
+def _check(flow: Flow, columns: Mapping[str, set[str]] | None, langs: tuple[str, ...]) -> None:
+    spec, src = flow.spec, flow.source
+    for name in ("title", "intro", "done"):
+        _check_texts(src, "flow", name, getattr(spec, name), langs)
+    for alias, rec in spec.records.items():
+        if columns is not None and rec.table not in columns:
+            raise _fail(src, f"record '{alias}'", f"unknown table '{rec.table}'")
+        if rec.parent and rec.parent not in spec.records:
+            raise _fail(src, f"record '{alias}'", f"parent '{rec.parent}' is not a record")
+    seen: set[str] = set()
+
+    def check_step(step: StepDef, scope: set[str]) -> None:
+        where = f"step '{step.id}'"
+        if step.id in seen:
+            raise _fail(src, where, "duplicate step id")
+        for name in ("ask", "tip", "label"):
+            _check_texts(src, where, name, getattr(step, name), langs)
+        if step.when:
+            for ref in step.when.steps():
+                if ref not in scope:
+                    raise _fail(src, where, f"`when` refers to '{ref}', not an earlier step")
+        if step.type in OPTION_TYPES:
+            if step.options is None:
+                raise _fail(src, where, f"a {step.type} step needs `options`")
+            if isinstance(step.options, str) and step.options not in flow.options:
+                raise _fail(src, where, f"unknown options list '{step.options}'")
+            if not flow.options_for(step):
+                raise _fail(src, where, "`options` is empty")
+        elif step.options is not None:
+            raise _fail(src, where, f"a {step.type} step takes no `options`")
+        if step.type in REFERENCE_TYPES:
+            if not step.bind or step.bind not in spec.records:
+                raise _fail(src, where, f"a {step.type} step needs `bind` naming a record")
+        if step.save:
+            _check_save(step.save, where)
+        if step.save_currency:
+            if step.type != "money":
+                raise _fail(src, where, "`save_currency` only goes with a money step")
+            _check_save(step.save_currency, where)
+        if step.low >= step.high:
+            raise _fail(src, where, "`low` must be below `high`")
+        seen.add(step.id)
+
+    def _check_save(target: str, where: str) -> None:
+        parts = target.split(".")
+        if len(parts) not in (2, 3) or parts[0] not in spec.records:
+            raise _fail(src, where, f"`save: {target}` must be <record>.<column> of a declared record")
+        table = spec.records[parts[0]].table
+        if columns is not None and parts[1] not in columns.get(table, set()):
+            raise _fail(src, where, f"`save: {target}`: table '{table}' has no column '{parts[1]}'")
+
+    top_scope: set[str] = set()
+    for item in spec.steps:
+        if isinstance(item, StepDef):
+            check_step(item, top_scope)
+            top_scope.add(item.id)
+        else:
+            where = f"group '{item.group}'"
+            if item.record not in spec.records:
+                raise _fail(src, where, f"record '{item.record}' is not declared in `records`")
+            for name in ("start", "more", "label"):
+                _check_texts(src, where, name, getattr(item, name), langs)
+            if item.min == 0 and item.start is None:
+                raise _fail(src, where, "an optional group (min: 0) needs a `start` question")
+            if not item.steps:
+                raise _fail(src, where, "a group needs steps")
+            if item.when:
+                for ref in item.when.steps():
+                    if ref not in top_scope:
+                        raise _fail(src, where, f"`when` refers to '{ref}', not an earlier step")
+            inner = set(top_scope)
+            for sub in item.steps:
+                check_step(sub, inner)
+                inner.add(sub.id)
+    if spec.verdict:
+        if spec.verdict.record not in spec.records:
+            raise _fail(src, "verdict", f"record '{spec.verdict.record}' is not declared")
+        for check in spec.verdict.checks:
+            if check.step not in top_scope:
+                raise _fail(src, "verdict", f"check refers to unknown step '{check.step}'")
+            _check_texts(src, f"verdict check '{check.step}'", "reason", check.reason, langs)
+
+
+@dataclass(frozen=True)
+class FlowSet:
+    """All flows, by id."""
+
+    flows: Mapping[str, Flow]
+
+    def __getitem__(self, flow_id: str) -> Flow:
+        return self.flows[flow_id]
+
+    def __contains__(self, flow_id: object) -> bool:
+        return flow_id in self.flows
+
+
+def _expand_includes(raw: Any, source: str, raws: Mapping[str, Any]) -> Any:
+    """`- include: "<flow>:<group>"` reuses another flow's group questions (one copy of them)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("steps"), list):
+        return raw
+    steps: list[Any] = []
+    for item in raw["steps"]:
+        if not (isinstance(item, dict) and "include" in item):
+            steps.append(item)
+            continue
+        flow_id, _, group_id = str(item["include"]).partition(":")
+        other = next((r for r in raws.values() if isinstance(r, dict) and r.get("id") == flow_id),
+                     None)
+        group = None
+        if other is not None:
+            group = next((g for g in other.get("steps", [])
+                          if isinstance(g, dict) and g.get("group") == group_id), None)
+        if group is None:
+            raise FlowError(f"{source}: include '{item['include']}': no such flow group")
+        skip = set(item.get("except") or [])
+        for step in group.get("steps", []):
+            if step.get("id") in skip:
+                continue
+            copied = dict(step)
+            if item.get("optional"):
+                copied["optional"] = True
+            steps.append(copied)
+    return {**raw, "steps": steps}
+
+
+def load_flows(
+    directory: Path = FLOWS_DIR,
+    *,
+    columns: Mapping[str, set[str]] | None = None,
+    langs: tuple[str, ...] = LANGS,
+) -> FlowSet:
+    """Load and validate every `*.yaml` flow in `directory` (`vocab.yaml` holds option lists)."""
+    vocab = load_vocab(directory / "vocab.yaml", langs)
+    if "yes_no" not in vocab:
+        raise FlowError("vocab.yaml: the option list 'yes_no' is required")
+    raws: dict[str, Any] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        if path.name != "vocab.yaml":
+            raws[path.name] = _read_yaml(path)
+    flows: dict[str, Flow] = {}
+    for name, raw in raws.items():
+        raw = _expand_includes(raw, name, raws)
+        flow = parse_flow(raw, name, vocab, columns=columns, langs=langs)
+        if flow.id in flows:
+            raise FlowError(f"{name}: flow id '{flow.id}' is used twice")
+        flows[flow.id] = flow
+    for flow in flows.values():
+        if flow.spec.then and flow.spec.then not in flows:
+            raise FlowError(f"{flow.source}: flow: `then: {flow.spec.then}` is not a flow")
+    return FlowSet(flows)

@@ -1,0 +1,62 @@
+"""Platform-neutral messages: what the front ends hand to the core and what they get back.
+
+Outbound text is a tiny HTML subset (`<b>`, `<i>`, `<code>`) with every piece of user text
+escaped. That is Telegram's HTML as is; Slack's mrkdwn needs the same `&`, `<`, `>` entities
+and `*bold*`; the console strips the tags and unescapes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One thing a user did: typed a line or pressed a button (whose value arrives as `text`)."""
+
+    platform: str
+    org_key: str
+    user_key: str
+    text: str
+    user_name: str | None = None
+    lang_hint: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Option:
+    """A choice offered with a question: `value` is what answering it sends back."""
+
+    value: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """One message to show. `options` are the answers (numbered in the console, buttons
+    elsewhere); `controls` are back/skip/tip/cancel for front ends with buttons."""
+
+    text: str
+    kind: str = "say"
+    options: tuple[Option, ...] = ()
+    multi: bool = False
+    controls: tuple[Option, ...] = ()
+    progress: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class TurnContext:
+    """Everything a turn may depend on besides the state and the input: injected, never read."""
+
+    now: datetime
+    lang: str
+    user_id: str
+    candidates: tuple[tuple[str, str], ...] = ()
+    default_currency: str = "CNY"
+    extras: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def today(self) -> date:
+        """The user's calendar day (`now` is already in the user's time zone)."""
+        return self.now.date()

@@ -1,0 +1,44 @@
+"""Dialog state: typed, immutable, stored as JSON (never pickled)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+STATE_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class DialogState:
+    """Where one dialog stands.
+
+    `answers` maps a slot key (`name`, `contacts.0.level`, `contacts.more.0`) to its JSON value;
+    `None` means skipped. `bound` maps a record alias to an existing row (`{"id", "name"}`)
+    picked by a reference step or handed over by the flow before. `pending` holds a
+    sub-question (a "did you mean", a pick from several, the edit list).
+    """
+
+    flow: str
+    session_id: str
+    cursor: str | None = None
+    answers: dict[str, Any] = field(default_factory=dict)
+    bound: dict[str, dict[str, str]] = field(default_factory=dict)
+    pending: dict[str, Any] | None = None
+    status: str = "active"
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["schema"] = STATE_SCHEMA
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DialogState:
+        return cls(
+            flow=data["flow"],
+            session_id=data["session_id"],
+            cursor=data.get("cursor"),
+            answers=dict(data.get("answers") or {}),
+            bound={k: dict(v) for k, v in (data.get("bound") or {}).items()},
+            pending=data.get("pending"),
+            status=data.get("status", "active"),
+        )

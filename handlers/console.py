@@ -1,0 +1,106 @@
+"""The coach in a terminal: interactive, or one input line per turn from a pipe."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+import sys
+import uuid
+from collections.abc import Callable
+from typing import TextIO
+
+from bot.coach import Coach
+from dialogs.messages import Inbound, Outbound
+
+log = logging.getLogger(__name__)
+
+QUIT = {"quit", "exit", "/quit", "/exit", "退出"}
+_TAGS = re.compile(r"<(/?)(b|i|code)>")
+
+
+def to_terminal(markup: str, *, color: bool) -> str:
+    """Neutral markup as terminal text: bold/italic as ANSI when `color`, else plain."""
+    def tag(match: re.Match[str]) -> str:
+        if not color:
+            return ""
+        closing, name = match.groups()
+        if closing:
+            return "\033[0m"
+        return {"b": "\033[1m", "i": "\033[3m", "code": "\033[36m"}[name]
+
+    return html.unescape(_TAGS.sub(tag, markup))
+
+
+def render(message: Outbound, *, color: bool) -> str:
+    lines = [to_terminal(message.text, color=color)]
+    for number, option in enumerate(message.options, start=1):
+        lines.append(f"  {number}. {html.unescape(option.label)}")
+    return "\n".join(lines)
+
+
+class Console:
+    """Reads lines, hands them to the coach, prints the replies."""
+
+    def __init__(
+        self,
+        coach: Coach,
+        *,
+        user: str,
+        org: str = "console",
+        lang: str | None = None,
+        stdin: TextIO = sys.stdin,
+        stdout: TextIO = sys.stdout,
+        interactive: bool | None = None,
+        on_turn: Callable[[float, str], None] | None = None,
+    ) -> None:
+        self.coach = coach
+        self.user = user
+        self.org = org
+        self.lang = lang
+        self.stdin = stdin
+        self.stdout = stdout
+        self.interactive = stdin.isatty() if interactive is None else interactive
+        self.color = self.interactive and stdout.isatty()
+        self.on_turn = on_turn
+
+    def _inbound(self, text: str) -> Inbound:
+        return Inbound(platform="console", org_key=self.org, user_key=self.user, text=text,
+                       user_name=self.user, lang_hint=self.lang)
+
+    def _print(self, messages: tuple[Outbound, ...] | list[Outbound]) -> None:
+        for message in messages:
+            self.stdout.write(render(message, color=self.color) + "\n\n")
+        self.stdout.flush()
+
+    async def _read(self) -> str | None:
+        if self.interactive:
+            try:
+                return await asyncio.to_thread(input, "› ")
+            except EOFError:
+                return None
+        line = await asyncio.to_thread(self.stdin.readline)
+        return None if line == "" else line.rstrip("\r\n")
+
+    async def run(self) -> None:
+        if self.lang:
+            await self.coach.handle(self._inbound(f"/lang {self.lang}"))
+        greeting = await self.coach.greet(self._inbound(""))
+        self._print(greeting.messages)
+        lang = greeting.lang
+        while True:
+            line = await self._read()
+            if line is None or line.strip().casefold() in QUIT:
+                break
+            if not self.interactive:
+                self.stdout.write(f"› {line}\n")
+            try:
+                reply = await self.coach.handle(self._inbound(line))
+            except Exception:
+                ref = uuid.uuid4().hex[:8]
+                log.exception("console turn failed (ref %s)", ref)
+                self._print([self.coach.error_reply(lang, ref)])
+                continue
+            lang = reply.lang
+            self._print(reply.messages)

@@ -1,0 +1,177 @@
+"""Who is talking and which dialog they are in: users, identities, dialog sessions.
+
+Functions take a `Session` and never commit; the caller's unit of work does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from store.models import DialogSession, Identity, Org, ProcessedEvent, User
+
+
+class StaleSession(Exception):
+    """The dialog was advanced by another input first (its version moved on)."""
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """The user behind an inbound message, with their org's defaults."""
+
+    org_id: uuid.UUID
+    user_id: uuid.UUID
+    display_name: str
+    lang: str | None
+    tz: str | None
+    org_lang: str
+    org_tz: str
+    role: str
+
+
+@dataclass(frozen=True)
+class OpenDialog:
+    id: uuid.UUID
+    flow: str
+    state: dict[str, Any]
+    version: int
+    updated_at: datetime
+
+
+_SPEAKER = (
+    select(Org.id, User.id, User.display_name, User.lang, User.tz, Org.default_lang, Org.tz,
+           User.role)
+    .select_from(Identity)
+    .join(User, User.id == Identity.user_id)
+    .join(Org, Org.id == Identity.org_id)
+)
+
+
+def find_speaker(session: Session, platform: str, org_key: str, user_key: str) -> Speaker | None:
+    row = session.execute(_SPEAKER.where(
+        Org.platform == platform, Org.external_id == org_key,
+        Identity.platform == platform, Identity.external_id == user_key,
+    )).first()
+    return Speaker(*row) if row else None
+
+
+def ensure_speaker(
+    session: Session,
+    *,
+    platform: str,
+    org_key: str,
+    user_key: str,
+    display_name: str,
+    lang: str | None,
+    default_lang: str,
+    default_tz: str,
+    now: datetime,
+) -> Speaker:
+    """The speaker, created (org, user, identity) the first time they write."""
+    found = find_speaker(session, platform, org_key, user_key)
+    if found is not None:
+        return found
+    org_id = session.execute(
+        select(Org.id).where(Org.platform == platform, Org.external_id == org_key)
+    ).scalar()
+    if org_id is None:
+        org_id = uuid.uuid4()
+        session.execute(insert(Org).values(
+            id=org_id, name=org_key, platform=platform, external_id=org_key,
+            default_lang=default_lang, tz=default_tz, settings={}, created_at=now, updated_at=now,
+        ))
+    user_id = uuid.uuid4()
+    session.execute(insert(User).values(
+        id=user_id, org_id=org_id, display_name=display_name, role="rep", lang=lang,
+        active=True, created_at=now, updated_at=now,
+    ))
+    session.execute(insert(Identity).values(
+        id=uuid.uuid4(), org_id=org_id, user_id=user_id, platform=platform,
+        external_id=user_key, username=display_name, created_at=now,
+    ))
+    found = find_speaker(session, platform, org_key, user_key)
+    assert found is not None
+    return found
+
+
+def set_language(session: Session, user_id: uuid.UUID, lang: str, now: datetime) -> None:
+    session.execute(update(User).where(User.id == user_id).values(lang=lang, updated_at=now))
+
+
+def open_dialogs(session: Session, user_id: uuid.UUID, limit: int = 20) -> list[OpenDialog]:
+    """The user's unfinished dialogs, most recently used first."""
+    rows = session.execute(
+        select(DialogSession.id, DialogSession.flow, DialogSession.state, DialogSession.version,
+               DialogSession.updated_at)
+        .where(and_(DialogSession.user_id == user_id, DialogSession.status == "active"))
+        .order_by(DialogSession.updated_at.desc(), DialogSession.created_at.desc())
+        .limit(limit)
+    ).all()
+    return [OpenDialog(*row) for row in rows]
+
+
+def current_dialog(session: Session, user_id: uuid.UUID) -> OpenDialog | None:
+    found = open_dialogs(session, user_id, limit=1)
+    return found[0] if found else None
+
+
+def create_dialog(
+    session: Session,
+    *,
+    dialog_id: uuid.UUID,
+    org_id: uuid.UUID,
+    user_id: uuid.UUID,
+    flow: str,
+    state: dict[str, Any],
+    status: str,
+    now: datetime,
+) -> None:
+    session.execute(insert(DialogSession).values(
+        id=dialog_id, org_id=org_id, user_id=user_id, flow=flow, state=state, version=1,
+        status=status, created_at=now, updated_at=now,
+    ))
+
+
+def save_dialog(
+    session: Session,
+    dialog: OpenDialog,
+    *,
+    state: dict[str, Any],
+    status: str,
+    now: datetime,
+) -> None:
+    """Store the new state if nobody else did first; else raise `StaleSession`."""
+    result = session.execute(
+        update(DialogSession)
+        .where(DialogSession.id == dialog.id, DialogSession.version == dialog.version)
+        .values(state=state, status=status, version=dialog.version + 1, updated_at=now)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise StaleSession(str(dialog.id))
+
+
+def touch_dialog(session: Session, dialog_id: uuid.UUID, now: datetime) -> None:
+    """Make a dialog the current one (what `resume` picks up)."""
+    session.execute(update(DialogSession).where(DialogSession.id == dialog_id)
+                    .values(updated_at=now))
+
+
+def first_time(session: Session, platform: str, event_id: str, now: datetime) -> bool:
+    """Record a platform event id; False if it was already handled (a retry, a double click)."""
+    seen = session.execute(select(ProcessedEvent.id).where(
+        ProcessedEvent.platform == platform, ProcessedEvent.event_id == event_id)).first()
+    if seen:
+        return False
+    try:
+        with session.begin_nested():
+            session.execute(insert(ProcessedEvent).values(
+                id=uuid.uuid4(), platform=platform, event_id=event_id, processed_at=now))
+    except IntegrityError:
+        return False
+    return True

@@ -1,0 +1,150 @@
+"""How the store reaches the database: one unit of work per call, one commit.
+
+Measured, not assumed (see DESIGN.md): the async ORM on aiosqlite hops threads once per statement,
+so on SQLite a turn runs as one call of plain synchronous SQLAlchemy in a single worker thread
+(SQLite has one writer anyway). On PostgreSQL the same synchronous store functions run through
+`AsyncSession.run_sync` on asyncpg, so the event loop is never blocked. Store functions take a
+`Session` and never commit; `Database.run` opens the unit of work, commits, or rolls back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
+from sqlalchemy.orm import Session
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+class ConfigError(Exception):
+    """A setting that cannot work; the message says what to fix."""
+
+
+def normalize_url(raw: str) -> URL:
+    """Accept a database URL as a user writes it and pick the driver salescoach uses."""
+    try:
+        url = make_url(raw.strip())
+    except Exception as exc:  # sqlalchemy raises ArgumentError with a terse text
+        raise ConfigError(
+            f"DATABASE_URL {raw!r} is not a database URL; "
+            "use e.g. sqlite:///salescoach.db or postgresql://user@host/db"
+        ) from exc
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return url.set(drivername="sqlite+pysqlite")
+    if backend in ("postgresql", "postgres"):
+        query = dict(url.query)
+        # libpq's sslmode is spelled `ssl` for asyncpg
+        if "sslmode" in query:
+            query["ssl"] = query.pop("sslmode")
+        return url.set(drivername="postgresql+asyncpg", query=query)
+    raise ConfigError(f"DATABASE_URL uses {backend!r}; salescoach supports sqlite and postgresql")
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+class Database:
+    """The one way the application talks to SQL. Built by the composition root, never at import."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        self.dialect = self.url.get_backend_name()
+        self._sync: Engine | None = None
+        self._async: AsyncEngine | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        if self.dialect == "sqlite":
+            db = self.url.database
+            if db and db != ":memory:":
+                Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            self._sync = create_engine(self.url, echo=echo)
+            event.listen(self._sync, "connect", _sqlite_pragmas)
+            # SQLite has a single writer: one worker thread serialises units of work and keeps
+            # one connection hot.
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        else:
+            self._async = create_async_engine(self.url, echo=echo, pool_size=10, max_overflow=10)
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    async def run(
+        self, fn: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn(session, ...)` as one unit of work and commit it; roll back on any error."""
+        if self._sync is not None:
+            assert self._executor is not None
+            call = functools.partial(self._run_sync, fn, *args, **kwargs)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        assert self._async is not None
+        async with AsyncSession(self._async, expire_on_commit=False) as session:
+            result = await session.run_sync(lambda s: fn(s, *args, **kwargs))
+            await session.commit()
+            return result
+
+    def _run_sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        assert self._sync is not None
+        with Session(self._sync, expire_on_commit=False) as session:
+            result = fn(session, *args, **kwargs)
+            session.commit()
+            return result
+
+    async def upgrade(self, revision: str = "head") -> None:
+        """Bring the schema to `revision` with Alembic."""
+        from alembic import command
+
+        def _upgrade(connection: Any) -> None:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, revision)
+
+        if self._sync is not None:
+            def _work() -> None:
+                assert self._sync is not None
+                with self._sync.begin() as conn:
+                    _upgrade(conn)
+
+            assert self._executor is not None
+            await asyncio.get_running_loop().run_in_executor(self._executor, _work)
+        else:
+            assert self._async is not None
+            async with self._async.begin() as conn:
+                await conn.run_sync(_upgrade)
+
+    async def dispose(self) -> None:
+        if self._sync is not None:
+            self._sync.dispose()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+        if self._async is not None:
+            await self._async.dispose()
+
+
+def alembic_config() -> Any:
+    """Alembic's configuration, pointing at the migrations shipped inside the package."""
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
