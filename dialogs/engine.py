@@ -704,9 +704,9 @@ class Engine:
             return None
         return Markup(" · ").join(parts)
 
-    def _scope(self, flow: Flow, state: DialogState, slot: Slot, lang: str) -> dict[str, str]:
+    def _scope(self, flow: Flow, state: DialogState, slot: Slot, lang: str) -> dict[str, Markup]:
         """Earlier answers by step id, as display text, for flow texts like "{{ a.name }}"."""
-        scope: dict[str, str] = {}
+        scope: dict[str, Markup] = {}
         prefix = f"{slot.group.group}.{slot.index}." if slot.group is not None else None
         for item in flow.spec.steps:
             steps = [item] if isinstance(item, StepDef) else item.steps
@@ -718,7 +718,7 @@ class Engine:
                     key = prefix + step.id
                 value = state.answers.get(key)
                 if value is not None:
-                    scope[step.id] = str(self._display(flow, step, value, lang))
+                    scope[step.id] = self._display(flow, step, value, lang)
         return scope
 
     def _tip(self, flow: Flow, slot: Slot, ctx: TurnContext) -> Outbound:
