@@ -8,10 +8,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from dialogs.errors import FlowError
 
@@ -130,12 +138,24 @@ class VerdictDef(_Strict):
     checks: list[VerdictCheck]
 
 
+def _item_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "group" if "group" in value else "step"
+    return "group" if isinstance(value, GroupDef) else "step"
+
+
+Item = Annotated[
+    Annotated[StepDef, Tag("step")] | Annotated[GroupDef, Tag("group")],
+    Discriminator(_item_kind),
+]
+
+
 class FlowDef(_Strict):
     id: str
     title: Texts
     intro: Texts
     records: dict[str, RecordDef] = {}
-    steps: list[StepDef | GroupDef]
+    steps: list[Item]
     verdict: VerdictDef | None = None
     then: str | None = None
     done: Texts | None = None
@@ -246,7 +266,9 @@ def parse_flow(
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
-        field = ".".join(str(p) for p in loc if not isinstance(p, int))
+        last_index = max((i for i, p in enumerate(loc) if isinstance(p, int)), default=-1)
+        tail = [str(p) for p in loc[last_index + 1:] if p not in ("step", "group")]
+        field = ".".join(tail) or ".".join(str(p) for p in loc)
         raise _fail(source, _locate(raw, loc), f"{field}: {err['msg']}") from exc
     flow = Flow(spec=spec, source=source, options=vocab)
     _check(flow, columns, langs)

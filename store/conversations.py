@@ -77,27 +77,70 @@ def ensure_speaker(
     found = find_speaker(session, platform, org_key, user_key)
     if found is not None:
         return found
+    try:
+        return _create_speaker(session, platform=platform, org_key=org_key, user_key=user_key,
+                               display_name=display_name, lang=lang, default_lang=default_lang,
+                               default_tz=default_tz, now=now)
+    except _Lost:
+        found = find_speaker(session, platform, org_key, user_key)
+        assert found is not None
+        return found
+
+
+def _create_speaker(
+    session: Session,
+    *,
+    platform: str,
+    org_key: str,
+    user_key: str,
+    display_name: str,
+    lang: str | None,
+    default_lang: str,
+    default_tz: str,
+    now: datetime,
+) -> Speaker:
     org_id = session.execute(
         select(Org.id).where(Org.platform == platform, Org.external_id == org_key)
     ).scalar()
     if org_id is None:
         org_id = uuid.uuid4()
-        session.execute(insert(Org).values(
+        if not _insert_once(session, insert(Org).values(
             id=org_id, name=org_key, platform=platform, external_id=org_key,
             default_lang=default_lang, tz=default_tz, settings={}, created_at=now, updated_at=now,
-        ))
+        )):  # another first message from this org got there first
+            org_id = session.execute(
+                select(Org.id).where(Org.platform == platform, Org.external_id == org_key)
+            ).scalar_one()
     user_id = uuid.uuid4()
-    session.execute(insert(User).values(
-        id=user_id, org_id=org_id, display_name=display_name, role="rep", lang=lang,
-        active=True, created_at=now, updated_at=now,
-    ))
-    session.execute(insert(Identity).values(
-        id=uuid.uuid4(), org_id=org_id, user_id=user_id, platform=platform,
-        external_id=user_key, username=display_name, created_at=now,
-    ))
+    with session.begin_nested():
+        session.execute(insert(User).values(
+            id=user_id, org_id=org_id, display_name=display_name, role="rep", lang=lang,
+            active=True, created_at=now, updated_at=now,
+        ))
+        identity = insert(Identity).values(
+            id=uuid.uuid4(), org_id=org_id, user_id=user_id, platform=platform,
+            external_id=user_key, username=display_name, created_at=now,
+        )
+        created = _insert_once(session, identity)
+        if not created:
+            raise _Lost()
     found = find_speaker(session, platform, org_key, user_key)
     assert found is not None
     return found
+
+
+class _Lost(Exception):
+    """Two first messages from one user raced; the other created them."""
+
+
+def _insert_once(session: Session, statement: Any) -> bool:
+    """Run an INSERT in a savepoint; False if a unique constraint says it exists already."""
+    try:
+        with session.begin_nested():
+            session.execute(statement)
+    except IntegrityError:
+        return False
+    return True
 
 
 def set_language(session: Session, user_id: uuid.UUID, lang: str, now: datetime) -> None:
@@ -168,10 +211,5 @@ def first_time(session: Session, platform: str, event_id: str, now: datetime) ->
         ProcessedEvent.platform == platform, ProcessedEvent.event_id == event_id)).first()
     if seen:
         return False
-    try:
-        with session.begin_nested():
-            session.execute(insert(ProcessedEvent).values(
-                id=uuid.uuid4(), platform=platform, event_id=event_id, processed_at=now))
-    except IntegrityError:
-        return False
-    return True
+    return _insert_once(session, insert(ProcessedEvent).values(
+        id=uuid.uuid4(), platform=platform, event_id=event_id, processed_at=now))

@@ -1,0 +1,162 @@
+"""The Coach service against a real database: one unit of work per turn, races, retries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.app import build_engine
+from bot.coach import Coach
+from dialogs.messages import Inbound
+from store import conversations as conv
+from store.db import Database
+from store.models import Account, Contact, DialogSession, Opportunity
+
+SHANGHAI = timezone(timedelta(hours=8))
+
+
+def clock() -> Callable[[], datetime]:
+    now = [datetime(2026, 11, 27, 9, 0, tzinfo=SHANGHAI)]
+
+    def tick() -> datetime:
+        now[0] += timedelta(seconds=1)
+        return now[0]
+
+    return tick
+
+
+def make_coach(db: Database) -> Coach:
+    renderer, engine = build_engine()
+    return Coach(db, engine, renderer, clock=clock())
+
+
+def said(user: str, text: str, event_id: str | None = None) -> Inbound:
+    return Inbound(platform="console", org_key="acme", user_key=user, text=text, user_name=user,
+                   event_id=event_id)
+
+
+async def talk(coach: Coach, user: str, *lines: str) -> str:
+    out = []
+    for line in lines:
+        reply = await coach.handle(said(user, line))
+        out.append("\n".join(m.text for m in reply.messages))
+    return out[-1]
+
+
+def count(model: type) -> Callable[[Session], int]:
+    def _count(session: Session) -> int:
+        return int(session.execute(select(func.count()).select_from(model)).scalar_one())
+
+    return _count
+
+
+async def test_a_new_coach_on_the_same_database_resumes_at_the_same_question(
+        database_url: str) -> None:
+    db = Database(database_url)
+    last = await talk(make_coach(db), "li", "intake", "Daqing Oilfield", "oil")
+    assert "[3/" in last and "What kind of organisation" in last
+    await db.dispose()  # the process "dies" here
+
+    db2 = Database(database_url)
+    coach = make_coach(db2)
+    greeting = await coach.greet(said("li", ""))
+    assert "unfinished customer intake (3/" in greeting.messages[-1].text
+    resumed = await talk(coach, "li", "resume")
+    assert resumed == last
+    assert await db2.run(count(Account)) == 1
+    await db2.dispose()
+
+
+async def test_two_inputs_racing_for_one_dialog_cannot_both_apply(db: Database) -> None:
+    coach = make_coach(db)
+    await talk(coach, "li", "intake")
+
+    def load(session: Session) -> conv.OpenDialog:
+        found = conv.find_speaker(session, "console", "acme", "li")
+        assert found is not None
+        dialog = conv.current_dialog(session, found.user_id)
+        assert dialog is not None
+        return dialog
+
+    dialog = await db.run(load)
+    now = datetime(2026, 11, 27, tzinfo=SHANGHAI)
+    await db.run(conv.save_dialog, dialog, state=dialog.state, status="active", now=now)
+    with pytest.raises(conv.StaleSession):
+        await db.run(conv.save_dialog, dialog, state=dialog.state, status="active", now=now)
+
+
+async def test_a_redelivered_event_changes_nothing_twice(db: Database) -> None:
+    coach = make_coach(db)
+    await coach.handle(said("li", "intake", event_id="e1"))
+    first = await coach.handle(said("li", "Daqing", event_id="e2"))
+    again = await coach.handle(said("li", "Daqing", event_id="e2"))
+    assert first.messages and again.messages == ()
+
+    def versions(session: Session) -> list[int]:
+        return list(session.execute(select(DialogSession.version)).scalars())
+
+    assert await db.run(versions) == [2]
+    assert await db.run(count(Account)) == 1
+
+
+async def test_concurrent_users_each_keep_their_own_dialog(db: Database) -> None:
+    coach = make_coach(db)
+
+    async def rep(name: str) -> str:
+        return await talk(coach, name, "intake", f"Account of {name}", "1", "1")
+
+    outs = await asyncio.gather(*(rep(f"rep{i}") for i in range(8)))
+    assert all("[4/" in out for out in outs)
+    assert await db.run(count(Account)) == 8
+
+
+async def test_commands_help_unknown_idle_and_language(db: Database) -> None:
+    coach = make_coach(db)
+    unknown = await talk(coach, "li", "/frobnicate")
+    assert "I don't know “/frobnicate”" in unknown and "<code>intake</code>" in unknown
+    idle = await talk(coach, "li", "hello there coach")
+    assert "no dialog open" in idle
+    zh = await talk(coach, "li", "lang zh")
+    assert "语言：中文" in zh
+    help_zh = await talk(coach, "li", "帮助")
+    assert "登记新客户" in help_zh
+    bad = await talk(coach, "li", "lang fr")
+    assert "可用语言：en, zh" in bad
+    started = await talk(coach, "li", "建档")
+    assert "客户名称是什么" in started
+
+
+async def test_lang_switch_mid_dialog_reasks_in_the_new_language(db: Database) -> None:
+    coach = make_coach(db)
+    await talk(coach, "li", "intake", "Daqing")
+    switched = await talk(coach, "li", "lang zh")
+    assert "Daqing属于哪个行业" in switched
+    assert "[2/" in switched
+
+
+async def test_contact_flow_finds_the_account_and_updates_an_existing_contact(
+        db: Database) -> None:
+    coach = make_coach(db)
+    script = ["intake", "Daqing Oilfield Company", "1", "1", "skip", "skip", "1", "no", "skip",
+              "skip", "skip", "2", "skip", "Liu Qiang", "Buyer", "2", "2", "4", "2", "4", "1",
+              "skip", "skip", "no", "no", "cancel"]
+    await talk(coach, "li", *script)
+    asked = await talk(coach, "li", "contact", "Daqing Oilfeld")
+    assert "Did you mean <b>Daqing Oilfield Company</b>?" in asked
+    await talk(coach, "li", "yes", "liu qiang", "Head of procurement", "skip", "skip", "skip",
+               "skip", "tiger", "trust")
+
+    def contacts(session: Session) -> list[tuple[str, str | None, str | None, str | None]]:
+        rows = session.execute(select(Contact.name, Contact.title, Contact.level,
+                                      Contact.comm_style, Contact.relationship_stage))
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    rows = await db.run(contacts)
+    # skip kept the recorded level; the answers given replaced title, style and stage
+    assert rows == [("Liu Qiang", "Head of procurement", "senior", "tiger", "trust")]
+    assert await db.run(count(Opportunity)) == 0  # the chained qualify was cancelled
