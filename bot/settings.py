@@ -39,7 +39,9 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"SALESCOACH_TZ={value!r} is not a known time zone (try 'Asia/Shanghai' or 'UTC')") from exc
+            raise ValueError(
+                f"SALESCOACH_TZ={value!r} is not a known time zone (try 'Asia/Shanghai' or 'UTC')"
+            ) from exc
         return value
 
     @property

@@ -455,7 +455,8 @@ class Engine:
                                 bound={"id": cid, "name": name})
         near = parsing.close_matches(raw, list(names)) if not exact else [n for _, n in exact]
         if len(near) == 1 and not step.allow_new:
-            pending = {"kind": "confirm", "id": names[near[0]], "name": near[0], "typed": raw}
+            pending: dict[str, Any] = {"kind": "confirm", "id": names[near[0]],
+                                       "name": near[0], "typed": raw}
             moved = replace(state, pending=pending)
             return Turn(moved, self._ask_pending(flow, moved, ctx))
         if near:
@@ -491,10 +492,12 @@ class Engine:
                                   *self.ask(cleared, ctx)))
         if kind == "pick" and slot is not None:
             choices = [(cid, name) for cid, name in pending["choices"]]
-            opts = [(str(i), (name,)) for i, (_cid, name) in enumerate(choices)]
+            opts: list[tuple[str, tuple[str, ...]]] = [
+                (str(i), (name,)) for i, (_cid, name) in enumerate(choices)]
             step = slot.step
             if step is not None and step.allow_new:
-                opts.append(("new", (self.r.text("en", "ref.new"), self.r.text("zh", "ref.new"))))
+                opts.append(("new", tuple(str(self.r.text(lang, "ref.new"))
+                                          for lang in self.r.languages)))
             try:
                 picked = parsing.parse_choice(raw, opts)
             except parsing.ParseError:
@@ -734,7 +737,8 @@ class Engine:
         error = Outbound(self.r.text(ctx.lang, key, **params), kind="error")
         return Turn(state, (error, *self.ask(state, ctx)))
 
-    def _ask_pending(self, flow: Flow, state: DialogState, ctx: TurnContext) -> tuple[Outbound, ...]:
+    def _ask_pending(self, flow: Flow, state: DialogState,
+                     ctx: TurnContext) -> tuple[Outbound, ...]:
         pending = state.pending or {}
         lang = ctx.lang
         kind = pending.get("kind")
@@ -785,7 +789,7 @@ class Engine:
             labels = {o.value: o.label(lang) for o in flow.options_for(step)}
             values = value if isinstance(value, list) else [value]
             sep = "、" if lang == "zh" else ", "
-            return escape(sep.join(labels.get(v, v) for v in values))
+            return escape(sep.join(labels.get(str(v), str(v)) for v in values))
         if kind == "yes_no":
             opts = {o.value: o.label(lang) for o in flow.options["yes_no"]}
             return escape(opts["yes" if value else "no"])

@@ -8,7 +8,7 @@ class CoachError(Exception):
 
 
 class FlowError(CoachError):
-    """A flow or catalog file that cannot work; the message names the file, the step, the problem."""
+    """A flow or catalog file that cannot work; the message names file, step and problem."""
 
 
 class StaleState(CoachError):

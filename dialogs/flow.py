@@ -314,9 +314,8 @@ def _check(flow: Flow, columns: Mapping[str, set[str]] | None, langs: tuple[str,
                 raise _fail(src, where, "`options` is empty")
         elif step.options is not None:
             raise _fail(src, where, f"a {step.type} step takes no `options`")
-        if step.type in REFERENCE_TYPES:
-            if not step.bind or step.bind not in spec.records:
-                raise _fail(src, where, f"a {step.type} step needs `bind` naming a record")
+        if step.type in REFERENCE_TYPES and (not step.bind or step.bind not in spec.records):
+            raise _fail(src, where, f"a {step.type} step needs `bind` naming a record")
         if step.save:
             _check_save(step.save, where)
         if step.save_currency:
@@ -330,7 +329,8 @@ def _check(flow: Flow, columns: Mapping[str, set[str]] | None, langs: tuple[str,
     def _check_save(target: str, where: str) -> None:
         parts = target.split(".")
         if len(parts) not in (2, 3) or parts[0] not in spec.records:
-            raise _fail(src, where, f"`save: {target}` must be <record>.<column> of a declared record")
+            raise _fail(src, where,
+                        f"`save: {target}` must be <record>.<column> of a declared record")
         table = spec.records[parts[0]].table
         if columns is not None and parts[1] not in columns.get(table, set()):
             raise _fail(src, where, f"`save: {target}`: table '{table}' has no column '{parts[1]}'")

@@ -30,7 +30,8 @@ def load_catalogs(directory: Path = LOCALES_DIR) -> dict[str, dict[str, str]]:
             try:
                 data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             except yaml.YAMLError as exc:
-                raise FlowError(f"locales/{lang_dir.name}/{path.name}: not valid YAML: {exc}") from exc
+                where = f"locales/{lang_dir.name}/{path.name}"
+                raise FlowError(f"{where}: not valid YAML: {exc}") from exc
             if not isinstance(data, dict):
                 raise FlowError(f"locales/{lang_dir.name}/{path.name}: expected key: text pairs")
             for key, value in data.items():

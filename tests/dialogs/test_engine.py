@@ -217,7 +217,8 @@ def test_verdict_keep_in_touch_names_the_reasons(engine: Engine) -> None:
     turn = _qualify(engine, ["冬装", "skip", "2", "skip", "skip", "2", "是", "否"], lang="zh")
     verdict = next(m for m in turn.messages if m.kind == "verdict")
     assert "维持联系" in verdict.text
-    for reason in ("需求还不明确", "还不知道预算", "没有采购时间表", "赢单把握较低", "不是我们的擅长"):
+    reasons = ("需求还不明确", "还不知道预算", "没有采购时间表", "赢单把握较低", "不是我们的擅长")
+    for reason in reasons:
         assert reason in verdict.text
     assert "不值得投入" not in verdict.text
     values = saves(turn)[-1].values
