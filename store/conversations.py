@@ -8,11 +8,13 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Unpack, cast
 
-from sqlalchemy import and_, insert, select, update
+from sqlalchemy import Result, Select, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import BindParameter
 
 from store.models import DialogSession, Identity, Org, ProcessedEvent, User
 
@@ -44,20 +46,52 @@ class OpenDialog:
     updated_at: datetime
 
 
+# The statements of every turn are built once, with bind parameters, on the tables rather than
+# the mapped classes, and run on the session's connection (in its transaction). Building a new
+# construct per call, and the ORM's compile and bulk-update paths, cost more than the SQL itself.
+_orgs = cast(Table, Org.__table__)
+_users = cast(Table, User.__table__)
+_identities = cast(Table, Identity.__table__)
+_dialogs = cast(Table, DialogSession.__table__)
+_events = cast(Table, ProcessedEvent.__table__)
+
+_platform: BindParameter[str] = bindparam("platform")
 _SPEAKER = (
-    select(Org.id, User.id, User.display_name, User.lang, User.tz, Org.default_lang, Org.tz,
-           User.role)
-    .select_from(Identity)
-    .join(User, User.id == Identity.user_id)
-    .join(Org, Org.id == Identity.org_id)
+    select(_orgs.c.id, _users.c.id, _users.c.display_name, _users.c.lang, _users.c.tz,
+           _orgs.c.default_lang, _orgs.c.tz, _users.c.role)
+    .select_from(
+        _identities.join(_users, _users.c.id == _identities.c.user_id)
+        .join(_orgs, _orgs.c.id == _identities.c.org_id)
+    )
+    .where(
+        _orgs.c.platform == _platform, _orgs.c.external_id == bindparam("org_key"),
+        _identities.c.platform == _platform, _identities.c.external_id == bindparam("user_key"),
+    )
 )
+_OPEN_DIALOGS = (
+    select(_dialogs.c.id, _dialogs.c.flow, _dialogs.c.state, _dialogs.c.version,
+           _dialogs.c.updated_at)
+    .where(_dialogs.c.user_id == bindparam("user_id"), _dialogs.c.status == "active")
+    .order_by(_dialogs.c.updated_at.desc(), _dialogs.c.created_at.desc())
+)
+_OPEN_DIALOGS_LIMIT: dict[int, Select[Any]] = {}
+_INSERT_DIALOG = insert(_dialogs)
+_SAVE_DIALOG = update(_dialogs).where(
+    _dialogs.c.id == bindparam("_id"), _dialogs.c.version == bindparam("_version"))
+_TOUCH_DIALOG = update(_dialogs).where(_dialogs.c.id == bindparam("_id"))
+_EVENT_SEEN = select(_events.c.id).where(
+    _events.c.platform == bindparam("platform"), _events.c.event_id == bindparam("event_id"))
+
+
+def _execute(
+    session: Session, statement: Executable, params: dict[str, Any]
+) -> Result[Unpack[tuple[Any, ...]]]:
+    return session.connection().execute(statement, params)
 
 
 def find_speaker(session: Session, platform: str, org_key: str, user_key: str) -> Speaker | None:
-    row = session.execute(_SPEAKER.where(
-        Org.platform == platform, Org.external_id == org_key,
-        Identity.platform == platform, Identity.external_id == user_key,
-    )).first()
+    row = _execute(session, _SPEAKER,
+                   {"platform": platform, "org_key": org_key, "user_key": user_key}).first()
     return Speaker(*row) if row else None
 
 
@@ -149,13 +183,10 @@ def set_language(session: Session, user_id: uuid.UUID, lang: str, now: datetime)
 
 def open_dialogs(session: Session, user_id: uuid.UUID, limit: int = 20) -> list[OpenDialog]:
     """The user's unfinished dialogs, most recently used first."""
-    rows = session.execute(
-        select(DialogSession.id, DialogSession.flow, DialogSession.state, DialogSession.version,
-               DialogSession.updated_at)
-        .where(and_(DialogSession.user_id == user_id, DialogSession.status == "active"))
-        .order_by(DialogSession.updated_at.desc(), DialogSession.created_at.desc())
-        .limit(limit)
-    ).all()
+    statement = _OPEN_DIALOGS_LIMIT.get(limit)
+    if statement is None:
+        statement = _OPEN_DIALOGS_LIMIT.setdefault(limit, _OPEN_DIALOGS.limit(limit))
+    rows = _execute(session, statement, {"user_id": user_id}).all()
     return [OpenDialog(*row) for row in rows]
 
 
@@ -175,10 +206,10 @@ def create_dialog(
     status: str,
     now: datetime,
 ) -> None:
-    session.execute(insert(DialogSession).values(
-        id=dialog_id, org_id=org_id, user_id=user_id, flow=flow, state=state, version=1,
-        status=status, created_at=now, updated_at=now,
-    ))
+    _execute(session, _INSERT_DIALOG, {
+        "id": dialog_id, "org_id": org_id, "user_id": user_id, "flow": flow, "state": state,
+        "version": 1, "status": status, "created_at": now, "updated_at": now,
+    })
 
 
 def save_dialog(
@@ -190,25 +221,22 @@ def save_dialog(
     now: datetime,
 ) -> None:
     """Store the new state if nobody else did first; else raise `StaleSession`."""
-    result = session.execute(
-        update(DialogSession)
-        .where(DialogSession.id == dialog.id, DialogSession.version == dialog.version)
-        .values(state=state, status=status, version=dialog.version + 1, updated_at=now)
-    )
+    result = _execute(session, _SAVE_DIALOG, {
+        "_id": dialog.id, "_version": dialog.version,
+        "state": state, "status": status, "version": dialog.version + 1, "updated_at": now,
+    })
     if result.rowcount != 1:  # type: ignore[attr-defined]
         raise StaleSession(str(dialog.id))
 
 
 def touch_dialog(session: Session, dialog_id: uuid.UUID, now: datetime) -> None:
     """Make a dialog the current one (what `resume` picks up)."""
-    session.execute(update(DialogSession).where(DialogSession.id == dialog_id)
-                    .values(updated_at=now))
+    _execute(session, _TOUCH_DIALOG, {"_id": dialog_id, "updated_at": now})
 
 
 def first_time(session: Session, platform: str, event_id: str, now: datetime) -> bool:
     """Record a platform event id; False if it was already handled (a retry, a double click)."""
-    seen = session.execute(select(ProcessedEvent.id).where(
-        ProcessedEvent.platform == platform, ProcessedEvent.event_id == event_id)).first()
+    seen = _execute(session, _EVENT_SEEN, {"platform": platform, "event_id": event_id}).first()
     if seen:
         return False
     return _insert_once(session, insert(ProcessedEvent).values(
