@@ -132,18 +132,20 @@ class Coach:
         speaker = self._speaker(session, inbound, now)
         text = inbound.text
         word, _, arg = text.strip().partition(" ")
+        arg = arg.strip()
         slash = word.startswith("/")
         command = self.commands.get(word.lstrip("/").casefold())
         current = conv.current_dialog(session, speaker.user_id)
-        if command == "help":
-            return self._help(speaker, now)
-        if command == "lang" and (arg or slash or current is None):
-            return self._lang(session, speaker, arg.strip(), current, now)
-        if command == "resume":
-            return self._resume(session, speaker, arg.strip(), now)
-        if command in FLOW_COMMANDS and (slash or current is None or not arg):
+        if command is not None and (slash or current is None
+                                    or self._whole_command(command, arg)):
+            if command == "help":
+                return self._help(speaker, now)
+            if command == "lang":
+                return self._lang(session, speaker, arg, current, now)
+            if command == "resume":
+                return self._resume(session, speaker, arg, now)
             return self._start(session, speaker, command, now)
-        if current is None or (slash and command is None and not self._control(word)):
+        if current is None or (slash and not self._control(word)):
             ctx = self._ctx(speaker, now)
             if slash or (len(text.split()) == 1 and text.strip()):
                 unknown = Outbound(self.r.text(ctx.lang, "unknown", typed=text.strip()[:80]),
@@ -151,6 +153,15 @@ class Coach:
                 return Reply((unknown, *self._help(speaker, now).messages), ctx.lang)
             return Reply((Outbound(self.r.text(ctx.lang, "idle")),), ctx.lang)
         return self._advance(session, speaker, current, text, now)
+
+    def _whole_command(self, command: str, arg: str) -> bool:
+        """Inside a dialog a bare word is a command only when the whole line is one, so an
+        answer like "Lang Ping" or "Help desk services" stays an answer."""
+        if command == "lang":
+            return arg.casefold() in self.r.languages
+        if command == "resume":
+            return not arg or arg.isdigit()
+        return not arg
 
     def _control(self, word: str) -> bool:
         return word.lstrip("/").casefold() in self.engine.aliases

@@ -670,7 +670,7 @@ class Engine:
         else:
             step = slot.step
             assert step is not None
-            ask = self.r.pick(step.ask, lang, a=scope)
+            ask = self.r.pick(step.ask, lang, a=scope, n=(slot.index or 0) + 1)
             if step.type in OPTION_TYPES or step.type == "yes_no":
                 options = tuple(Option(o.value, o.label(lang)) for o in flow.options_for(step))
                 multi = step.type == "multi_choice"

@@ -56,20 +56,20 @@ def count(model: type) -> Callable[[Session], int]:
 
 
 async def test_a_new_coach_on_the_same_database_resumes_at_the_same_question(
-        database_url: str) -> None:
-    db = Database(database_url)
+        db: Database, database_url: str) -> None:
     last = await talk(make_coach(db), "li", "intake", "Daqing Oilfield", "oil")
     assert "[3/" in last and "What kind of organisation" in last
-    await db.dispose()  # the process "dies" here
 
-    db2 = Database(database_url)
-    coach = make_coach(db2)
-    greeting = await coach.greet(said("li", ""))
-    assert "unfinished customer intake (3/" in greeting.messages[-1].text
-    resumed = await talk(coach, "li", "resume")
-    assert resumed == last
-    assert await db2.run(count(Account)) == 1
-    await db2.dispose()
+    db2 = Database(database_url)  # a new process: nothing shared but the database
+    try:
+        coach = make_coach(db2)
+        greeting = await coach.greet(said("li", ""))
+        assert "unfinished customer intake (3/" in greeting.messages[-1].text
+        resumed = await talk(coach, "li", "resume")
+        assert resumed == last
+        assert await db2.run(count(Account)) == 1
+    finally:
+        await db2.dispose()
 
 
 async def test_two_inputs_racing_for_one_dialog_cannot_both_apply(db: Database) -> None:
