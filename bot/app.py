@@ -44,7 +44,8 @@ def build_engine() -> tuple[Renderer, Engine]:
 def build_app(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> App:
     renderer, engine = build_engine()
     db = Database(settings.database_url)
+    metrics = Metrics()
     coach = Coach(db, engine, renderer, clock=clock or (lambda: datetime.now(UTC)),
-                  default_lang=settings.lang, default_tz=settings.tz)
+                  default_lang=settings.lang, default_tz=settings.tz, metrics=metrics)
     return App(settings=settings, db=db, renderer=renderer, engine=engine, coach=coach,
-               metrics=Metrics())
+               metrics=metrics)

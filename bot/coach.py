@@ -9,6 +9,7 @@ goes out, and a process killed between two turns resumes at the same question.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from zoneinfo import ZoneInfo
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from bot.metrics import Metrics
 from dialogs.engine import Engine, Log, Remove, Save, Turn
 from dialogs.messages import Inbound, Outbound, TurnContext
 from dialogs.render import Renderer
@@ -53,8 +55,10 @@ class Coach:
         default_lang: str = "en",
         default_tz: str = "UTC",
         default_currency: str = "CNY",
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db
+        self.metrics = metrics
         self.engine = engine
         self.r = renderer
         self.clock = clock
@@ -70,11 +74,22 @@ class Coach:
     async def handle(self, inbound: Inbound) -> Reply:
         """One turn. Replies come back only after what they confirm is committed."""
         now = self.clock()
+        started = time.perf_counter()
+        outcome = "ok"
         try:
             return await self.db.run(self._turn, inbound, now)
         except conv.StaleSession:
             # Another input for the same dialog won the race; show where it stands now.
+            outcome = "stale"
             return await self.db.run(self._stale, inbound, now)
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            if self.metrics is not None:
+                self.metrics.turns_total.labels(inbound.platform, outcome).inc()
+                self.metrics.turn_seconds.labels(inbound.platform).observe(
+                    time.perf_counter() - started)
 
     async def greet(self, inbound: Inbound) -> Reply:
         """The welcome for a front end that starts a conversation (console start, /start)."""
@@ -184,6 +199,8 @@ class Coach:
         conv.save_dialog(session, current, state=turn.state.to_json(), status=turn.state.status,
                          now=now)
         messages = list(turn.messages)
+        if self.metrics is not None and turn.state.status == "done":
+            self.metrics.dialogs_completed_total.labels(turn.state.flow).inc()
         if turn.next_flow is not None:
             flow_id, bound = turn.next_flow
             messages.extend(self._open(session, speaker, flow_id, ctx, now, bound))
@@ -208,6 +225,8 @@ class Coach:
               now: datetime, bound: dict[str, dict[str, str]] | None = None) -> list[Outbound]:
         dialog_id = uuid.uuid4()
         turn = self.engine.start(flow_id, session_id=str(dialog_id), ctx=ctx, bound=bound)
+        if self.metrics is not None:
+            self.metrics.dialogs_started_total.labels(flow_id).inc()
         self._apply(session, speaker, turn, now)
         conv.create_dialog(session, dialog_id=dialog_id, org_id=speaker.org_id,
                            user_id=speaker.user_id, flow=flow_id, state=turn.state.to_json(),

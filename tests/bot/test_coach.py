@@ -160,3 +160,16 @@ async def test_contact_flow_finds_the_account_and_updates_an_existing_contact(
     # skip kept the recorded level; the answers given replaced title, style and stage
     assert rows == [("Liu Qiang", "Head of procurement", "senior", "tiger", "trust")]
     assert await db.run(count(Opportunity)) == 0  # the chained qualify was cancelled
+
+
+async def test_turns_and_dialogs_are_counted_for_metrics(db: Database) -> None:
+    from bot.metrics import Metrics
+
+    metrics = Metrics()
+    renderer, engine = build_engine()
+    coach = Coach(db, engine, renderer, clock=clock(), metrics=metrics)
+    await talk(coach, "li", "intake", "Daqing", "cancel")
+    body = metrics.render()[0].decode()
+    assert 'salescoach_turns_total{front_end="console",outcome="ok"} 3.0' in body
+    assert 'salescoach_dialogs_started_total{flow="intake"} 1.0' in body
+    assert 'salescoach_turn_seconds_count{front_end="console"} 3.0' in body
