@@ -9,7 +9,7 @@ first unanswered one, so `back` and `edit` change one answer and return to where
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
@@ -98,6 +98,22 @@ class Engine:
                     self.aliases[alias.strip().casefold()] = word
         for flow in flows.flows.values():
             self._check_texts(flow)
+        self.control_labels = {
+            lang: {w: str(renderer.text(lang, f"control.{w}")) for w in CONTROL_WORDS
+                   if w != "edit"}
+            for lang in renderer.languages
+        }
+        # steps whose answers decide whether other steps are asked
+        self.deciding: dict[str, set[str]] = {}
+        for flow in flows.flows.values():
+            refs: set[str] = set()
+            for item in flow.spec.steps:
+                conds = [item.when] + ([s.when for s in item.steps]
+                                       if isinstance(item, GroupDef) else [])
+                for cond in conds:
+                    if cond is not None:
+                        refs.update(cond.steps())
+            self.deciding[flow.id] = refs
 
     def _check_texts(self, flow: Flow) -> None:
         def texts(step: StepDef) -> Iterable[str]:
@@ -331,7 +347,8 @@ class Engine:
         new_state = replace(state, answers=answers, bound=new_bound)
         if slot.kind == "step" and slot.step is not None:
             effects.extend(self._saves(flow, new_state, slot, ctx))
-        effects.extend(self._clear_hidden(flow, state, new_state, ctx))
+        if slot.step is not None and slot.step.id in self.deciding[flow.id]:
+            effects.extend(self._clear_hidden(flow, state, new_state, ctx))
         note: tuple[Outbound, ...] = ()
         if was_answered:
             note = (Outbound(self.r.text(ctx.lang, "dialog.updated"), kind="say"),)
@@ -690,7 +707,8 @@ class Engine:
         if slot.kind == "step" and slot.step is not None and slot.step.tip:
             words.append("tip")
         words.append("cancel")
-        return tuple(Option(w, str(self.r.text(lang, f"control.{w}"))) for w in words)
+        labels = self.control_labels.get(lang) or self.control_labels["en"]
+        return tuple(Option(w, labels[w]) for w in words)
 
     def _yes_no(self, flow: Flow, lang: str) -> tuple[Option, ...]:
         return tuple(Option(o.value, o.label(lang)) for o in flow.options["yes_no"])
@@ -707,8 +725,13 @@ class Engine:
             return None
         return Markup(" · ").join(parts)
 
-    def _scope(self, flow: Flow, state: DialogState, slot: Slot, lang: str) -> dict[str, Markup]:
-        """Earlier answers by step id, as display text, for flow texts like "{{ a.name }}"."""
+    def _scope(self, flow: Flow, state: DialogState, slot: Slot, lang: str) -> _Scope:
+        """Earlier answers by step id, shown as text, for flow texts like "{{ a.name }}";
+        worked out only for the answers a text actually uses."""
+        return _Scope(lambda: self._scope_now(flow, state, slot, lang))
+
+    def _scope_now(self, flow: Flow, state: DialogState, slot: Slot,
+                   lang: str) -> dict[str, Markup]:
         scope: dict[str, Markup] = {}
         prefix = f"{slot.group.group}.{slot.index}." if slot.group is not None else None
         for item in flow.spec.steps:
@@ -800,6 +823,28 @@ class Engine:
         if kind == "rating":
             return escape(f"{value}/{step.high}")
         return escape(str(value))
+
+
+class _Scope(Mapping[str, Markup]):
+    """A mapping filled on first use: most questions don't mention earlier answers."""
+
+    def __init__(self, build: Callable[[], dict[str, Markup]]) -> None:
+        self._build = build
+        self._data: dict[str, Markup] | None = None
+
+    def _get(self) -> dict[str, Markup]:
+        if self._data is None:
+            self._data = self._build()
+        return self._data
+
+    def __getitem__(self, key: str) -> Markup:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
 
 
 class _TooLong(Exception):

@@ -92,12 +92,17 @@ class Renderer:
         source = catalog.get(key)
         if source is None:
             source = self.catalogs["en"][key]
+        return self._render(source, params)
+
+    def _render(self, source: str, params: dict[str, Any]) -> Markup:
+        if "{" not in source:  # a trusted text with nothing to fill in: no template run
+            return Markup(source.strip())
         return Markup(self._compile(source).render(**params).strip())
 
     def pick(self, texts: Mapping[str, str], lang: str, **params: Any) -> Markup:
         """One of a flow file's per-language texts, rendered."""
         source = texts.get(lang) or texts.get("en") or next(iter(texts.values()))
-        return Markup(self._compile(source).render(**params).strip())
+        return self._render(source, params)
 
     def template(self, name: str, lang: str, **params: Any) -> Markup:
         tpl = self._compiled.get(name)
