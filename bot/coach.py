@@ -144,13 +144,18 @@ class Coach:
         if inbound.event_id and not conv.first_time(session, inbound.platform, inbound.event_id,
                                                     now):
             return Reply((), self.default_lang)  # a retry or a double click: already handled
-        speaker = self._speaker(session, inbound, now)
+        found = conv.speaker_and_dialog(session, inbound.platform, inbound.org_key,
+                                        inbound.user_key)
+        if found is not None:
+            speaker, current = found
+        else:  # their first message: create them
+            speaker = self._speaker(session, inbound, now)
+            current = conv.current_dialog(session, speaker.user_id)
         text = inbound.text
         word, _, arg = text.strip().partition(" ")
         arg = arg.strip()
         slash = word.startswith("/")
         command = self.commands.get(word.lstrip("/").casefold())
-        current = conv.current_dialog(session, speaker.user_id)
         if command is not None and (slash or current is None
                                     or self._whole_command(command, arg)):
             if command == "help":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 STATE_SCHEMA = 1
@@ -27,9 +27,17 @@ class DialogState:
     status: str = "active"
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["schema"] = STATE_SCHEMA
-        return data
+        # by hand: dataclasses.asdict deep-copies every answer, on every turn
+        return {
+            "flow": self.flow,
+            "session_id": self.session_id,
+            "cursor": self.cursor,
+            "answers": self.answers,
+            "bound": self.bound,
+            "pending": self.pending,
+            "status": self.status,
+            "schema": STATE_SCHEMA,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DialogState:

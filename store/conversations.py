@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Unpack, cast
+from typing import Any, cast
 
 from sqlalchemy import Result, Select, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -56,18 +56,15 @@ _dialogs = cast(Table, DialogSession.__table__)
 _events = cast(Table, ProcessedEvent.__table__)
 
 _platform: BindParameter[str] = bindparam("platform")
-_SPEAKER = (
-    select(_orgs.c.id, _users.c.id, _users.c.display_name, _users.c.lang, _users.c.tz,
-           _orgs.c.default_lang, _orgs.c.tz, _users.c.role)
-    .select_from(
-        _identities.join(_users, _users.c.id == _identities.c.user_id)
-        .join(_orgs, _orgs.c.id == _identities.c.org_id)
-    )
-    .where(
-        _orgs.c.platform == _platform, _orgs.c.external_id == bindparam("org_key"),
-        _identities.c.platform == _platform, _identities.c.external_id == bindparam("user_key"),
-    )
+_SPEAKER_COLUMNS = (_orgs.c.id, _users.c.id, _users.c.display_name, _users.c.lang, _users.c.tz,
+                    _orgs.c.default_lang, _orgs.c.tz, _users.c.role)
+_SPEAKER_FROM = _identities.join(_users, _users.c.id == _identities.c.user_id).join(
+    _orgs, _orgs.c.id == _identities.c.org_id)
+_SPEAKER_WHERE = (
+    _orgs.c.platform == _platform, _orgs.c.external_id == bindparam("org_key"),
+    _identities.c.platform == _platform, _identities.c.external_id == bindparam("user_key"),
 )
+_SPEAKER = select(*_SPEAKER_COLUMNS).select_from(_SPEAKER_FROM).where(*_SPEAKER_WHERE)
 _OPEN_DIALOGS = (
     select(_dialogs.c.id, _dialogs.c.flow, _dialogs.c.state, _dialogs.c.version,
            _dialogs.c.updated_at)
@@ -85,7 +82,7 @@ _EVENT_SEEN = select(_events.c.id).where(
 
 def _execute(
     session: Session, statement: Executable, params: dict[str, Any]
-) -> Result[Unpack[tuple[Any, ...]]]:
+) -> Result[*tuple[Any, ...]]:
     return session.connection().execute(statement, params)
 
 
@@ -193,6 +190,35 @@ def open_dialogs(session: Session, user_id: uuid.UUID, limit: int = 20) -> list[
 def current_dialog(session: Session, user_id: uuid.UUID) -> OpenDialog | None:
     found = open_dialogs(session, user_id, limit=1)
     return found[0] if found else None
+
+
+_current = _dialogs.alias("current_dialog")
+_latest = (
+    select(_dialogs.c.id)
+    .where(_dialogs.c.user_id == _users.c.id, _dialogs.c.status == "active")
+    .order_by(_dialogs.c.updated_at.desc(), _dialogs.c.created_at.desc())
+    .limit(1)
+    .correlate(_users)
+    .scalar_subquery()
+)
+_SPEAKER_AND_DIALOG = (
+    select(*_SPEAKER_COLUMNS, _current.c.id, _current.c.flow, _current.c.state,
+           _current.c.version, _current.c.updated_at)
+    .select_from(_SPEAKER_FROM.outerjoin(_current, _current.c.id == _latest))
+    .where(*_SPEAKER_WHERE)
+)
+
+
+def speaker_and_dialog(
+    session: Session, platform: str, org_key: str, user_key: str
+) -> tuple[Speaker, OpenDialog | None] | None:
+    """`find_speaker` and their `current_dialog` in one statement (a turn needs both)."""
+    row = _execute(session, _SPEAKER_AND_DIALOG,
+                   {"platform": platform, "org_key": org_key, "user_key": user_key}).first()
+    if row is None:
+        return None
+    speaker = Speaker(*row[:8])
+    return speaker, (OpenDialog(*row[8:]) if row[8] is not None else None)
 
 
 def create_dialog(

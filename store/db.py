@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -52,6 +53,77 @@ def normalize_url(raw: str) -> URL:
     raise ConfigError(f"DATABASE_URL uses {backend!r}; salescoach supports sqlite and postgresql")
 
 
+class _Worker:
+    """One thread that runs SQLite units of work in order, handing results back to the loop.
+
+    Like a one-thread `ThreadPoolExecutor` with `run_in_executor`, but under load it does not
+    wake the event loop once per unit of work: results finished while the loop has not yet
+    collected the previous ones are delivered together by one callback.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]] | None
+        ] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._done: dict[
+            asyncio.AbstractEventLoop,
+            list[tuple[asyncio.Future[Any], bool, Any]],
+        ] = {}
+        self._stopped = False
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        if self._stopped:
+            raise RuntimeError("the database is disposed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((loop, future, call))
+        return future
+
+    def stop(self) -> None:
+        if not self._stopped:
+            self._stopped = True
+            self._jobs.put(None)
+            self._thread.join()
+
+    def _main(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            loop, future, call = job
+            if future.cancelled():  # the caller gave up before it started: do not run it
+                continue
+            try:
+                outcome: tuple[asyncio.Future[Any], bool, Any] = (future, True, call())
+            except BaseException as exc:  # handed to the awaiting coroutine
+                outcome = (future, False, exc)
+            with self._lock:
+                batch = self._done.get(loop)
+                if batch is not None:
+                    batch.append(outcome)
+                    continue
+                self._done[loop] = [outcome]
+            try:
+                loop.call_soon_threadsafe(self._deliver, loop)
+            except RuntimeError:  # the loop is closed; nobody is waiting any more
+                with self._lock:
+                    self._done.pop(loop, None)
+
+    def _deliver(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            batch = self._done.pop(loop, [])
+        for future, ok, value in batch:
+            if future.cancelled():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
@@ -69,7 +141,7 @@ class Database:
         self.dialect = self.url.get_backend_name()
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._worker: _Worker | None = None
         if self.dialect == "sqlite":
             db = self.url.database
             if db and db != ":memory:":
@@ -78,7 +150,7 @@ class Database:
             event.listen(self._sync, "connect", _sqlite_pragmas)
             # SQLite has a single writer: one worker thread serialises units of work and keeps
             # one connection hot.
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+            self._worker = _Worker("sqlite")
         else:
             self._async = create_async_engine(self.url, echo=echo, pool_size=10, max_overflow=10)
 
@@ -94,9 +166,9 @@ class Database:
     ) -> T:
         """Run `fn(session, ...)` as one unit of work and commit it; roll back on any error."""
         if self._sync is not None:
-            assert self._executor is not None
-            call = functools.partial(self._run_sync, fn, *args, **kwargs)
-            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+            assert self._worker is not None
+            return await self._worker.submit(
+                functools.partial(self._run_sync, fn, *args, **kwargs))
         assert self._async is not None
         async with AsyncSession(self._async, expire_on_commit=False) as session:
             result = await session.run_sync(lambda s: fn(s, *args, **kwargs))
@@ -125,8 +197,8 @@ class Database:
                 with self._sync.begin() as conn:
                     _upgrade(conn)
 
-            assert self._executor is not None
-            await asyncio.get_running_loop().run_in_executor(self._executor, _work)
+            assert self._worker is not None
+            await self._worker.submit(_work)
         else:
             assert self._async is not None
             async with self._async.begin() as conn:
@@ -135,8 +207,8 @@ class Database:
     async def dispose(self) -> None:
         if self._sync is not None:
             self._sync.dispose()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        if self._worker is not None:
+            self._worker.stop()
         if self._async is not None:
             await self._async.dispose()
 

@@ -5,9 +5,21 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Integer, Table, delete, insert, select, update
+from sqlalchemy import (
+    Delete,
+    Insert,
+    Integer,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from store.models import Activity, Base, name_key
@@ -20,16 +32,58 @@ def _table(name: str) -> Table:
     return table
 
 
+class _Statements(NamedTuple):
+    """A table's statements, built once: a dialog turn runs them with plain parameters, so
+    SQLAlchemy's compiled cache is hit without building (and cache-keying) a construct per call.
+    UPDATE and INSERT set exactly the columns named in the parameters."""
+
+    table: Table
+    integers: frozenset[str]
+    update: Update
+    insert: Insert
+    delete: Delete
+    owners: tuple[str, ...]
+    has_name_key: bool
+    has_updated_at: bool
+    has_created_at: bool
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+_NAMES: dict[tuple[str, bool, int], Select[*tuple[Any, ...]]] = {}
+_INSERT_ACTIVITY = insert(cast(Table, Activity.__table__))
+
+
+def _statements(table_name: str) -> _Statements:
+    found = _STATEMENTS.get(table_name)
+    if found is None:
+        table = _table(table_name)
+        where = (table.c.id == bindparam("_row_id"), table.c.org_id == bindparam("_org_id"))
+        found = _STATEMENTS.setdefault(table_name, _Statements(
+            table=table,
+            integers=frozenset(c.name for c in table.columns if isinstance(c.type, Integer)),
+            update=update(table).where(*where),
+            insert=insert(table),
+            delete=delete(table).where(*where),
+            owners=tuple(o for o in ("owner_id", "author_id", "user_id") if o in table.c),
+            has_name_key="name_key" in table.c,
+            has_updated_at="updated_at" in table.c,
+            has_created_at="created_at" in table.c,
+        ))
+    return found
+
+
 def table_columns() -> dict[str, set[str]]:
     """Table -> column names, for checking flow files' `save:` targets at start-up."""
     return {name: {c.name for c in t.columns} for name, t in Base.metadata.tables.items()}
 
 
-def _coerce(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+def _coerce(stmts: _Statements, values: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    columns = stmts.table.c
     for key, value in values.items():
-        column = table.c[key]
-        if value is not None and isinstance(column.type, Integer) and not isinstance(value, int):
+        if key not in columns:
+            raise KeyError(key)
+        if value is not None and key in stmts.integers and not isinstance(value, int):
             value = int(Decimal(str(value)))
         out[key] = value
     return out
@@ -47,32 +101,36 @@ def upsert(
     parent: tuple[str, str] | None = None,
 ) -> None:
     """Update `values` on the row `row_id`; insert the row if it is not there yet."""
-    table = _table(table_name)
+    stmts = _statements(table_name)
     rid = uuid.UUID(row_id)
-    data = _coerce(table, values)
-    if "name" in data and "name_key" in table.c and data["name"] is not None:
+    data = _coerce(stmts, values)
+    if stmts.has_name_key and data.get("name") is not None:
         data["name_key"] = name_key(str(data["name"]))
-    if "updated_at" in table.c:
+    if stmts.has_updated_at:
         data["updated_at"] = now
-    result = session.execute(
-        update(table).where(table.c.id == rid, table.c.org_id == org_id).values(**data)
-    )
-    if result.rowcount:  # type: ignore[attr-defined]
+    connection = session.connection()
+    if data:
+        result = connection.execute(stmts.update, {**data, "_row_id": rid, "_org_id": org_id})
+        if result.rowcount:
+            return
+    elif connection.execute(
+        select(stmts.table.c.id).where(stmts.table.c.id == rid, stmts.table.c.org_id == org_id)
+    ).first() is not None:
         return
     data.update(id=rid, org_id=org_id)
-    if "created_at" in table.c:
+    if stmts.has_created_at:
         data["created_at"] = now
-    for owner in ("owner_id", "author_id", "user_id"):
-        if owner in table.c and owner not in data:
+    for owner in stmts.owners:
+        if owner not in data:
             data[owner] = user_id
     if parent is not None:
         data[parent[0]] = uuid.UUID(parent[1])
-    session.execute(insert(table).values(**data))
+    connection.execute(stmts.insert, data)
 
 
 def remove(session: Session, table_name: str, row_id: str, *, org_id: uuid.UUID) -> None:
-    table = _table(table_name)
-    session.execute(delete(table).where(table.c.id == uuid.UUID(row_id), table.c.org_id == org_id))
+    session.connection().execute(_statements(table_name).delete,
+                                 {"_row_id": uuid.UUID(row_id), "_org_id": org_id})
 
 
 def log_activity(
@@ -90,19 +148,26 @@ def log_activity(
     def _id(value: str | None) -> uuid.UUID | None:
         return uuid.UUID(value) if value else None
 
-    session.execute(insert(Activity).values(
-        id=uuid.uuid4(), org_id=org_id, user_id=user_id, kind=kind, note=note, occurred_at=now,
-        created_at=now, account_id=_id(account_id), opportunity_id=_id(opportunity_id),
-        contact_id=_id(contact_id),
-    ))
+    session.connection().execute(_INSERT_ACTIVITY, {
+        "id": uuid.uuid4(), "org_id": org_id, "user_id": user_id, "kind": kind, "note": note,
+        "occurred_at": now, "created_at": now, "account_id": _id(account_id),
+        "opportunity_id": _id(opportunity_id), "contact_id": _id(contact_id),
+    })
 
 
 def names(session: Session, table_name: str, *, org_id: uuid.UUID,
           account_id: str | None = None, limit: int = 5000) -> list[tuple[str, str]]:
     """(id, name) of an org's accounts, or of one account's contacts, for "did you mean"."""
     table = _table(table_name)
-    query = select(table.c.id, table.c.name).where(table.c.org_id == org_id)
-    if account_id is not None and "account_id" in table.c:
-        query = query.where(table.c.account_id == uuid.UUID(account_id))
-    query = query.order_by(table.c.name).limit(limit)
-    return [(str(rid), name) for rid, name in session.execute(query)]
+    by_account = account_id is not None and "account_id" in table.c
+    query = _NAMES.get((table_name, by_account, limit))
+    if query is None:
+        query = select(table.c.id, table.c.name).where(table.c.org_id == bindparam("_org_id"))
+        if by_account:
+            query = query.where(table.c.account_id == bindparam("_account_id"))
+        query = _NAMES.setdefault((table_name, by_account, limit),
+                                  query.order_by(table.c.name).limit(limit))
+    params: dict[str, Any] = {"_org_id": org_id}
+    if by_account:
+        params["_account_id"] = uuid.UUID(str(account_id))
+    return [(str(rid), name) for rid, name in session.connection().execute(query, params)]
