@@ -252,9 +252,26 @@ class Engine:
         return slots
 
     def _slot(self, flow: Flow, state: DialogState, key: str) -> Slot | None:
-        for slot in self._expand_all(flow, state):
-            if slot.key == key:
-                return slot
+        """The slot a key names (`name`, `contacts.start`, `contacts.more.0`, `contacts.1.x`)."""
+        head, _, rest = key.partition(".")
+        if not rest:
+            for item in flow.spec.steps:
+                if isinstance(item, StepDef) and item.id == key:
+                    return Slot(key, "step", step=item)
+            return None
+        try:
+            group = flow.group(head)
+        except KeyError:
+            return None
+        if rest == "start":
+            return Slot(key, "start", group=group) if group.min == 0 else None
+        part, _, tail = rest.partition(".")
+        if part == "more" and tail.isdigit():
+            return Slot(key, "more", group=group, index=int(tail))
+        if part.isdigit():
+            for step in group.steps:
+                if step.id == tail:
+                    return Slot(key, "step", step=step, group=group, index=int(part))
         return None
 
     def _expand_all(self, flow: Flow, state: DialogState) -> list[Slot]:
