@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bot.app import build_engine
 from bot.coach import Coach
 from dialogs.messages import Inbound
-from store.db import Database
+from store.db import Database, create_database, drop_database
 from store.models import Account, Opportunity, ProcessedEvent
 
 CUSTOMER = "Daqing Oilfield Company"
@@ -123,26 +123,6 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
 
 
-# ---- PostgreSQL: a throw-away database on the given server ---------------------------------
-
-
-async def _pg_admin(base_url: str, sql: str) -> None:
-    import asyncpg
-
-    base = make_url(base_url)
-    conn = await asyncpg.connect(
-        host=base.host or "127.0.0.1",
-        port=base.port or 5432,
-        user=base.username or "postgres",
-        password=base.password,
-        database=base.database or "postgres",
-    )
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 # ---- the measured work ---------------------------------------------------------------------
 
 
@@ -213,9 +193,8 @@ async def bench(args: argparse.Namespace) -> int:
         url = args.database_url
         if make_url(url).get_backend_name() in ("postgresql", "postgres"):
             name = f"salescoach_bench_{uuid.uuid4().hex[:10]}"
-            await _pg_admin(url, f'CREATE DATABASE "{name}"')
+            url = await create_database(url, name)
             drop = name
-            url = make_url(url).set(database=name).render_as_string(hide_password=False)
     else:
         tmp = tempfile.TemporaryDirectory(prefix="salescoach-bench-")
         url = f"sqlite:///{tmp.name}/bench.db"
@@ -236,7 +215,7 @@ async def bench(args: argparse.Namespace) -> int:
     finally:
         await db.dispose()
         if drop is not None:
-            await _pg_admin(args.database_url, f'DROP DATABASE IF EXISTS "{drop}" WITH (FORCE)')
+            await drop_database(args.database_url, drop)
         if tmp is not None:
             tmp.cleanup()
 

@@ -108,28 +108,6 @@ def ensure_speaker(
     found = find_speaker(session, platform, org_key, user_key)
     if found is not None:
         return found
-    try:
-        return _create_speaker(session, platform=platform, org_key=org_key, user_key=user_key,
-                               display_name=display_name, lang=lang, default_lang=default_lang,
-                               default_tz=default_tz, now=now)
-    except _Lost:
-        found = find_speaker(session, platform, org_key, user_key)
-        assert found is not None
-        return found
-
-
-def _create_speaker(
-    session: Session,
-    *,
-    platform: str,
-    org_key: str,
-    user_key: str,
-    display_name: str,
-    lang: str | None,
-    default_lang: str,
-    default_tz: str,
-    now: datetime,
-) -> Speaker:
     org_id = session.execute(
         select(Org.id).where(Org.platform == platform, Org.external_id == org_key)
     ).scalar()
@@ -143,18 +121,19 @@ def _create_speaker(
                 select(Org.id).where(Org.platform == platform, Org.external_id == org_key)
             ).scalar_one()
     user_id = uuid.uuid4()
-    with session.begin_nested():
-        session.execute(insert(User).values(
-            id=user_id, org_id=org_id, display_name=display_name, role="rep", lang=lang,
-            active=True, created_at=now, updated_at=now,
-        ))
-        identity = insert(Identity).values(
-            id=uuid.uuid4(), org_id=org_id, user_id=user_id, platform=platform,
-            external_id=user_key, username=display_name, created_at=now,
-        )
-        created = _insert_once(session, identity)
-        if not created:
-            raise _Lost()
+    try:
+        with session.begin_nested():
+            session.execute(insert(User).values(
+                id=user_id, org_id=org_id, display_name=display_name, role="rep", lang=lang,
+                active=True, created_at=now, updated_at=now,
+            ))
+            if not _insert_once(session, insert(Identity).values(
+                id=uuid.uuid4(), org_id=org_id, user_id=user_id, platform=platform,
+                external_id=user_key, username=display_name, created_at=now,
+            )):
+                raise _Lost()  # rolls the user back too
+    except _Lost:
+        pass  # a concurrent first message from the same user created them
     found = find_speaker(session, platform, org_key, user_key)
     assert found is not None
     return found

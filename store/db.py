@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import queue
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -220,3 +221,37 @@ def alembic_config() -> Any:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     return cfg
+
+
+async def _on_server(server_url: str, sql: str) -> None:
+    import asyncpg
+
+    base = make_url(server_url)
+    conn = await asyncpg.connect(
+        host=base.host or "127.0.0.1",
+        port=base.port or 5432,
+        user=base.username or "postgres",
+        password=base.password,
+        database=base.database or "postgres",
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _check_name(name: str) -> str:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+        raise ConfigError(f"{name!r} is not a plain database name")
+    return name
+
+
+async def create_database(server_url: str, name: str) -> str:
+    """Create the empty PostgreSQL database `name` on `server_url`'s server; its URL."""
+    await _on_server(server_url, f'CREATE DATABASE "{_check_name(name)}"')
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
+async def drop_database(server_url: str, name: str) -> None:
+    """Drop the PostgreSQL database `name` (for tests and benchmarks), connections and all."""
+    await _on_server(server_url, f'DROP DATABASE IF EXISTS "{_check_name(name)}" WITH (FORCE)')

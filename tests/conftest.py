@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
-from store.db import Database
+from store.db import Database, create_database, drop_database
 
 PG_ENV = "SALESCOACH_TEST_DATABASE_URL"
 
@@ -49,36 +48,19 @@ def pg_url() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"{PG_ENV} must point at PostgreSQL in CI")
         pytest.skip(f"{PG_ENV} is not set")
-    base = make_url(raw)
     name = f"salescoach_test_{uuid.uuid4().hex[:10]}"
-    url = base.set(database=name).render_as_string(hide_password=False)
-
-    async def _admin(sql: str) -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(
-            host=base.host or "127.0.0.1",
-            port=base.port or 5432,
-            user=base.username or "postgres",
-            password=base.password,
-            database=base.database or "postgres",
-        )
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
 
     async def _migrate() -> None:
         db = Database(url)
         await db.upgrade()
         await db.dispose()
 
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    url = asyncio.run(create_database(raw, name))
     try:
         asyncio.run(_migrate())
         yield url
     finally:
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(drop_database(raw, name))
 
 
 @pytest.fixture(params=_backends())

@@ -22,7 +22,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
 
-from store.db import Database, alembic_config, normalize_url
+from store.db import (
+    Database,
+    alembic_config,
+    create_database,
+    drop_database,
+    normalize_url,
+)
 from store.enums import FunnelStage, InvoiceStatus, NudgeStatus, Platform, Role, SubjectType
 from store.models import Account, Base, Contact, Invoice, Nudge, Opportunity, Org, User
 
@@ -65,29 +71,13 @@ async def scratch_url(database_url: str, tmp_path: Path) -> AsyncIterator[str]:
     if url.get_backend_name() == "sqlite":
         yield f"sqlite:///{tmp_path / 'scratch.db'}"
         return
-    import asyncpg
-
-    raw = make_url(os.environ["SALESCOACH_TEST_DATABASE_URL"])
+    server = os.environ["SALESCOACH_TEST_DATABASE_URL"]
     name = f"salescoach_scratch_{uuid.uuid4().hex[:10]}"
-
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(
-            host=raw.host or "127.0.0.1",
-            port=raw.port or 5432,
-            user=raw.username or "postgres",
-            password=raw.password,
-            database=raw.database or "postgres",
-        )
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    await admin(f'CREATE DATABASE "{name}"')
+    scratch = await create_database(server, name)
     try:
-        yield url.set(database=name).render_as_string(hide_password=False)
+        yield scratch
     finally:
-        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await drop_database(server, name)
 
 
 async def _on_connection(url: str, fn: Any, *args: Any) -> Any:
