@@ -137,7 +137,8 @@ async def run_rep(coach: Coach, rep: int, latencies: list[float]) -> None:
         latencies.append(time.perf_counter() - t0)
 
 
-async def run_turns(coach: Coach, reps: int, concurrency: int) -> tuple[float, list[float]]:
+async def run_turns(coach: Coach, reps: int, concurrency: int,
+                    first: int = 0) -> tuple[float, list[float]]:
     latencies: list[float] = []
     gate = asyncio.Semaphore(concurrency)
 
@@ -146,7 +147,7 @@ async def run_turns(coach: Coach, reps: int, concurrency: int) -> tuple[float, l
             await run_rep(coach, rep, latencies)
 
     t0 = time.perf_counter()
-    await asyncio.gather(*(one(rep) for rep in range(reps)))
+    await asyncio.gather(*(one(rep) for rep in range(first, first + reps)))
     return time.perf_counter() - t0, latencies
 
 
@@ -211,6 +212,9 @@ async def bench(args: argparse.Namespace) -> int:
 
         wall, lat = await run_turns(coach, args.reps, args.concurrency)
         bare_wall, bare_lat = await run_bare(db, args.inserts, args.concurrency)
+        # unloaded: one thing at a time, so a latency is the cost of the work, not queueing
+        _, solo_lat = await run_turns(coach, args.solo_reps, 1, first=args.reps)
+        _, solo_bare = await run_bare(db, args.inserts, 1)
         accounts, opps, verdicts = await db.run(_verify)
     finally:
         await db.dispose()
@@ -219,7 +223,7 @@ async def bench(args: argparse.Namespace) -> int:
         if tmp is not None:
             tmp.cleanup()
 
-    expected = args.reps + 1  # + the warm-up rep
+    expected = args.reps + args.solo_reps + 1  # + the warm-up rep
     lat_ms = sorted(x * 1000 for x in lat)
     bare_ms = sorted(x * 1000 for x in bare_lat)
     turn_mean = statistics.fmean(lat_ms)
@@ -246,6 +250,15 @@ async def bench(args: argparse.Namespace) -> int:
             "p99": round(percentile(bare_ms, 0.99), 3),
         },
         "ratio_turn_to_bare": round(turn_mean / bare_mean, 2),
+        "unloaded": {
+            "turns": len(solo_lat),
+            "turn_ms_mean": round(statistics.fmean(solo_lat) * 1000, 3),
+            "turn_ms_p50": round(percentile(sorted(solo_lat), 0.50) * 1000, 3),
+            "turn_ms_p99": round(percentile(sorted(solo_lat), 0.99) * 1000, 3),
+            "bare_ms_mean": round(statistics.fmean(solo_bare) * 1000, 3),
+            "ratio_turn_to_bare": round(statistics.fmean(solo_lat) / statistics.fmean(solo_bare),
+                                        2),
+        },
         "accounts": accounts,
         "opportunities": opps,
         "verdicts": {str(k): v for k, v in verdicts.items()},
@@ -261,16 +274,22 @@ async def bench(args: argparse.Namespace) -> int:
     b = result["bare_ms"]
     print(f"bare insert+commit {len(bare_lat)} via Database.run: {result['bare_per_s']:.1f}/s, "
           f"mean {b['mean']:.3f} ms (p50 {b['p50']:.3f}, p99 {b['p99']:.3f})")
-    print(f"ratio turn/bare   {result['ratio_turn_to_bare']:.2f}")
+    print(f"ratio turn/bare   {result['ratio_turn_to_bare']:.2f}  (under load: mostly queueing)")
+    u = result["unloaded"]
+    print(f"unloaded          {u['turns']} turns one at a time: mean {u['turn_ms_mean']:.3f} ms "
+          f"(p50 {u['turn_ms_p50']:.3f}, p99 {u['turn_ms_p99']:.3f}); bare insert+commit "
+          f"mean {u['bare_ms_mean']:.3f} ms; ratio {u['ratio_turn_to_bare']:.2f}")
     print(f"verify            accounts {accounts}, opportunities {opps}, verdicts {verdicts}")
     if args.json:
         print(json.dumps(result))
 
     ok = (accounts == expected and opps == expected
-          and verdicts.get("opportunity", 0) == expected and len(lat) == args.reps * len(SCRIPT))
+          and verdicts.get("opportunity", 0) == expected
+          and len(lat) == args.reps * len(SCRIPT)
+          and len(solo_lat) == args.solo_reps * len(SCRIPT))
     if not ok:
         print(f"FAILED: expected {expected} accounts and {expected} opportunities with verdict "
-              "'opportunity' (reps + 1 warm-up)", file=sys.stderr)
+              "'opportunity' (reps + solo reps + 1 warm-up)", file=sys.stderr)
         return 1
     return 0
 
@@ -284,10 +303,12 @@ def main(argv: list[str] | None = None) -> int:
                              "the server (a throw-away database is created there and dropped)")
     parser.add_argument("--inserts", type=int, default=2000,
                         help="bare insert+commit units of work to time (default 2000)")
+    parser.add_argument("--solo-reps", type=int, default=20,
+                        help="reps run one at a time for the unloaded latencies (default 20)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object")
     args = parser.parse_args(argv)
-    if args.reps < 1 or args.concurrency < 1:
-        parser.error("--reps and --concurrency must be >= 1")
+    if args.reps < 1 or args.concurrency < 1 or args.solo_reps < 1:
+        parser.error("--reps, --solo-reps and --concurrency must be >= 1")
     return asyncio.run(bench(args))
 
 

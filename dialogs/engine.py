@@ -98,6 +98,8 @@ class Engine:
                     self.aliases[alias.strip().casefold()] = word
         for flow in flows.flows.values():
             self._check_texts(flow)
+        self._slots: dict[tuple[str, str], Slot] = {}
+        self._iterations_cache: dict[tuple[str, str, int], list[tuple[StepDef | None, Slot]]] = {}
         self.control_labels = {
             lang: {w: str(renderer.text(lang, f"control.{w}")) for w in CONTROL_WORDS
                    if w != "edit"}
@@ -226,30 +228,59 @@ class Engine:
         for item in flow.spec.steps:
             if isinstance(item, StepDef):
                 if item.when is None or self._holds(item.when, answers, "", ctx):
-                    slots.append(Slot(item.id, "step", step=item))
+                    slots.append(self._static_slot(flow, item))
                 continue
             group = item
             if group.when is not None and not self._holds(group.when, answers, "", ctx):
                 continue
             if group.min == 0:
-                slots.append(Slot(f"{group.group}.start", "start", group=group))
-                if answers.get(f"{group.group}.start") is not True:
+                start = self._iteration(flow, group, -1)
+                slots.append(start[0][1])
+                if answers.get(start[0][1].key) is not True:
                     continue
             index = 0
             while True:
+                iteration = self._iteration(flow, group, index)
                 prefix = f"{group.group}.{index}."
-                for step in group.steps:
-                    if step.when is None or self._holds(step.when, answers, prefix, ctx):
-                        slots.append(Slot(prefix + step.id, "step", step=step, group=group,
-                                          index=index))
+                for step, slot in iteration[:-1]:
+                    if step is None or step.when is None or \
+                            self._holds(step.when, answers, prefix, ctx):
+                        slots.append(slot)
                 if index + 1 >= group.max:
                     break
-                more = f"{group.group}.more.{index}"
-                slots.append(Slot(more, "more", group=group, index=index))
-                if answers.get(more) is not True:
+                more = iteration[-1][1]
+                slots.append(more)
+                if answers.get(more.key) is not True:
                     break
                 index += 1
         return slots
+
+    def _static_slot(self, flow: Flow, step: StepDef) -> Slot:
+        key = (flow.id, step.id)
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = self._slots[key] = Slot(step.id, "step", step=step)
+        return slot
+
+    def _iteration(self, flow: Flow, group: GroupDef,
+                   index: int) -> list[tuple[StepDef | None, Slot]]:
+        """A group iteration's slots, then its "add another?" slot (built once; the engine
+        runs every turn, and building them was a fifth of its time). Index -1: the start."""
+        key = (flow.id, group.group, index)
+        cached = self._iterations_cache.get(key)
+        if cached is not None:
+            return cached
+        if index < 0:
+            built: list[tuple[StepDef | None, Slot]] = [
+                (None, Slot(f"{group.group}.start", "start", group=group))]
+        else:
+            prefix = f"{group.group}.{index}."
+            built = [(step, Slot(prefix + step.id, "step", step=step, group=group, index=index))
+                     for step in group.steps]
+            built.append((None, Slot(f"{group.group}.more.{index}", "more", group=group,
+                                     index=index)))
+        self._iterations_cache[key] = built
+        return built
 
     def _slot(self, flow: Flow, state: DialogState, key: str) -> Slot | None:
         """The slot a key names (`name`, `contacts.start`, `contacts.more.0`, `contacts.1.x`)."""
@@ -745,24 +776,17 @@ class Engine:
     def _scope(self, flow: Flow, state: DialogState, slot: Slot, lang: str) -> _Scope:
         """Earlier answers by step id, shown as text, for flow texts like "{{ a.name }}";
         worked out only for the answers a text actually uses."""
-        return _Scope(lambda: self._scope_now(flow, state, slot, lang))
+        prefix = f"{slot.group.group}.{slot.index}." if slot.group is not None else ""
 
-    def _scope_now(self, flow: Flow, state: DialogState, slot: Slot,
-                   lang: str) -> dict[str, Markup]:
-        scope: dict[str, Markup] = {}
-        prefix = f"{slot.group.group}.{slot.index}." if slot.group is not None else None
-        for item in flow.spec.steps:
-            steps = [item] if isinstance(item, StepDef) else item.steps
-            for step in steps:
-                key = step.id
-                if isinstance(item, GroupDef):
-                    if prefix is None or not prefix.startswith(item.group + "."):
-                        continue
-                    key = prefix + step.id
-                value = state.answers.get(key)
-                if value is not None:
-                    scope[step.id] = self._display(flow, step, value, lang)
-        return scope
+        def lookup(step_id: str) -> Markup | None:
+            value = state.answers.get(prefix + step_id) if prefix else None
+            if value is None:
+                value = state.answers.get(step_id)
+            if value is None:
+                return None
+            return self._display(flow, flow.step(step_id), value, lang)
+
+        return _Scope(lookup)
 
     def _tip(self, flow: Flow, slot: Slot, ctx: TurnContext) -> Outbound:
         step = slot.step
@@ -843,25 +867,22 @@ class Engine:
 
 
 class _Scope(Mapping[str, Markup]):
-    """A mapping filled on first use: most questions don't mention earlier answers."""
+    """Earlier answers looked up one at a time, as a text uses them."""
 
-    def __init__(self, build: Callable[[], dict[str, Markup]]) -> None:
-        self._build = build
-        self._data: dict[str, Markup] | None = None
-
-    def _get(self) -> dict[str, Markup]:
-        if self._data is None:
-            self._data = self._build()
-        return self._data
+    def __init__(self, lookup: Callable[[str], Markup | None]) -> None:
+        self._lookup = lookup
 
     def __getitem__(self, key: str) -> Markup:
-        return self._get()[key]
+        value = self._lookup(key)
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._get())
+        return iter(())
 
     def __len__(self) -> int:
-        return len(self._get())
+        return 0
 
 
 class _TooLong(Exception):

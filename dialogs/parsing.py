@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import calendar
 import difflib
+import functools
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -87,6 +88,7 @@ def _is_edge_punct(ch: str) -> bool:
     return ch.isspace() or unicodedata.category(ch).startswith("P")
 
 
+@functools.lru_cache(maxsize=16384)  # option labels and names recur on every turn
 def normalize_key(name: str) -> str:
     """A lookup key for names: NFKC, casefold, whitespace collapsed, punctuation at ends gone."""
     s = _norm(name)
