@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from bot.coach import Coach
+from bot.commands import load_commands
 from bot.metrics import Metrics
 from bot.settings import Settings
 from dialogs.engine import Engine
@@ -46,6 +47,7 @@ def build_app(settings: Settings, *, clock: Callable[[], datetime] | None = None
     db = Database(settings.database_url)
     metrics = Metrics()
     coach = Coach(db, engine, renderer, clock=clock or (lambda: datetime.now(UTC)),
-                  default_lang=settings.lang, default_tz=settings.tz, metrics=metrics)
+                  default_lang=settings.lang, default_tz=settings.tz, metrics=metrics,
+                  registry=load_commands(), admins=tuple(settings.admin_ids))
     return App(settings=settings, db=db, renderer=renderer, engine=engine, coach=coach,
                metrics=metrics)

@@ -81,15 +81,10 @@ def chat(
 
 @cli.command()
 def serve() -> None:
-    """Run the HTTP server (health, metrics; Slack and Telegram front ends plug in here)."""
-    from bot.web import create_web_app
-    from bot.web import serve as serve_http
+    """Run every configured front end (Slack, Telegram) and the HTTP server in one process."""
+    from bot.serve import run
 
-    async def work(app: App) -> None:
-        web = create_web_app(db=app.db, metrics=app.metrics)
-        await serve_http(web, host=app.settings.host, port=app.settings.port)
-
-    _run(work)
+    _run(run)
 
 
 @db_cli.command("upgrade")

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from bot.commands import CommandRequest, Registry
 from bot.metrics import Metrics
 from dialogs.engine import Engine, Log, Remove, Save, Turn
 from dialogs.messages import Inbound, Outbound, TurnContext
@@ -30,8 +31,9 @@ from store.db import Database
 
 log = logging.getLogger(__name__)
 
-FLOW_COMMANDS = ("intake", "qualify", "contact")
-GLOBAL_COMMANDS = ("help", "lang", "resume", *FLOW_COMMANDS)
+# built in; flows name their own command (`command:` in the flow file) and other commands
+# register in bot/commands/
+BUILTIN_COMMANDS = {"resume": 80, "lang": 95, "help": 99}
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,12 @@ class Coach:
         default_tz: str = "UTC",
         default_currency: str = "CNY",
         metrics: Metrics | None = None,
+        registry: Registry | None = None,
+        admins: tuple[str, ...] = (),
     ) -> None:
         self.db = db
+        self.registry = registry or Registry()
+        self.admins = admins
         self.metrics = metrics
         self.engine = engine
         self.r = renderer
@@ -65,9 +71,23 @@ class Coach:
         self.default_lang = default_lang
         self.default_tz = default_tz
         self.default_currency = default_currency
-        self.commands: dict[str, str] = {}
+        # command name -> flow id, for commands that open a dialog
+        self.flow_commands = {flow.spec.command: flow.id for flow in engine.flows.flows.values()
+                              if flow.spec.command}
+        order = dict(BUILTIN_COMMANDS)
+        order.update({flow.spec.command: flow.spec.order
+                      for flow in engine.flows.flows.values() if flow.spec.command})
+        for name, command in self.registry.commands.items():
+            if name in order:
+                raise ValueError(f"command {name!r} is both registered and built in or a flow")
+            order[name] = command.order
+        #: every command, in the order the help lists them
+        self.command_names = tuple(sorted(order, key=lambda n: (order[n], n)))
+        self.help_names = tuple(n for n in self.command_names if n not in self.registry.commands
+                                or not self.registry.commands[n].hidden)
+        self.commands: dict[str, str] = {}  # alias (any language) -> command name
         for catalog in renderer.catalogs.values():
-            for name in GLOBAL_COMMANDS:
+            for name in self.command_names:
                 for alias in catalog.get(f"command.{name}", name).split("|"):
                     self.commands[alias.strip().casefold()] = name
 
@@ -106,6 +126,7 @@ class Coach:
             session, platform=inbound.platform, org_key=inbound.org_key,
             user_key=inbound.user_key, display_name=inbound.user_name or inbound.user_key,
             lang=lang, default_lang=self.default_lang, default_tz=self.default_tz, now=now,
+            role="admin" if inbound.user_key in self.admins else "rep",
         )
 
     def _ctx(self, speaker: conv.Speaker, now: datetime, lang: str | None = None,
@@ -164,7 +185,9 @@ class Coach:
                 return self._lang(session, speaker, arg, current, now)
             if command == "resume":
                 return self._resume(session, speaker, arg, now)
-            return self._start(session, speaker, command, now)
+            if command in self.flow_commands:
+                return self._start(session, speaker, self.flow_commands[command], now)
+            return self._command(session, speaker, inbound, command, arg, now)
         if current is None or (slash and not self._control(word)):
             ctx = self._ctx(speaker, now)
             if slash or (len(text.split()) == 1 and text.strip()):
@@ -243,10 +266,17 @@ class Coach:
         ctx = self._ctx(speaker, now)
         return Reply(tuple(self._open(session, speaker, flow_id, ctx, now)), ctx.lang)
 
+    def _command(self, session: Session, speaker: conv.Speaker, inbound: Inbound, name: str,
+                 arg: str, now: datetime) -> Reply:
+        ctx = self._ctx(speaker, now)
+        request = CommandRequest(session=session, speaker=speaker, inbound=inbound, arg=arg,
+                                 ctx=ctx, now=now, renderer=self.r, admins=self.admins)
+        return Reply(tuple(self.registry.commands[name].handler(request)), ctx.lang)
+
     def _help(self, speaker: conv.Speaker, now: datetime) -> Reply:
         ctx = self._ctx(speaker, now)
-        names = ("intake", "qualify", "contact", "resume", "lang", "help")
-        commands = [(name, self.r.text(ctx.lang, f"help.cmd.{name}")) for name in names]
+        commands = [(name, self.r.text(ctx.lang, f"help.cmd.{name}"))
+                    for name in self.help_names]
         text = self.r.template("help.j2", ctx.lang, commands=commands)
         return Reply((Outbound(text, kind="help"),), ctx.lang)
 

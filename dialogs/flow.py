@@ -152,6 +152,10 @@ Item = Annotated[
 
 class FlowDef(_Strict):
     id: str
+    # the command that opens this flow (its aliases: `command.<name>` in the catalogs; its help
+    # line: `help.cmd.<name>`); `order` places it in the help
+    command: str | None = None
+    order: int = 100
     title: Texts
     intro: Texts
     records: dict[str, RecordDef] = {}

@@ -22,6 +22,11 @@ class Inbound:
     user_name: str | None = None
     lang_hint: str | None = None
     event_id: str | None = None
+    # where it was typed: "private" (a DM, the console) or "channel" (a team channel or group),
+    # and that chat's platform id; commands that bind or post to a channel read them
+    chat: str = "private"
+    chat_key: str | None = None
+    chat_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -33,9 +38,23 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file that goes with a message: a generated proposal (.docx), a chart (.png)."""
+
+    filename: str
+    data: bytes
+    mime: str
+    title: str = ""
+
+
+@dataclass(frozen=True)
 class Outbound:
     """One message to show. `options` are the answers (numbered in the console, buttons
-    elsewhere); `controls` are back/skip/tip/cancel for front ends with buttons."""
+    elsewhere); `controls` are back/skip/tip/cancel for front ends with buttons.
+
+    `private` marks a message that carries personal data (contacts' personal notes, someone's
+    receivables): a front end shows it only to the asker (DM or ephemeral), never in a channel.
+    """
 
     text: str
     kind: str = "say"
@@ -43,6 +62,8 @@ class Outbound:
     multi: bool = False
     controls: tuple[Option, ...] = ()
     progress: tuple[int, int] | None = None
+    attachments: tuple[Attachment, ...] = ()
+    private: bool = False
 
 
 @dataclass(frozen=True)

@@ -103,8 +103,10 @@ def ensure_speaker(
     default_lang: str,
     default_tz: str,
     now: datetime,
+    role: str = "rep",
 ) -> Speaker:
-    """The speaker, created (org, user, identity) the first time they write."""
+    """The speaker, created (org, user, identity) the first time they write, with `role`
+    (an id listed in SALESCOACH_ADMINS is created as an admin)."""
     found = find_speaker(session, platform, org_key, user_key)
     if found is not None:
         return found
@@ -124,7 +126,7 @@ def ensure_speaker(
     try:
         with session.begin_nested():
             session.execute(insert(User).values(
-                id=user_id, org_id=org_id, display_name=display_name, role="rep", lang=lang,
+                id=user_id, org_id=org_id, display_name=display_name, role=role, lang=lang,
                 active=True, created_at=now, updated_at=now,
             ))
             if not _insert_once(session, insert(Identity).values(
@@ -151,6 +153,10 @@ def _insert_once(session: Session, statement: Any) -> bool:
     except IntegrityError:
         return False
     return True
+
+
+def set_role(session: Session, user_id: uuid.UUID, role: str, now: datetime) -> None:
+    session.execute(update(User).where(User.id == user_id).values(role=role, updated_at=now))
 
 
 def set_language(session: Session, user_id: uuid.UUID, lang: str, now: datetime) -> None:

@@ -1,0 +1,74 @@
+"""Commands that are not dialogs: look-ups, `channel`, `digest` ...
+
+Each module in this package has a `register(registry)` function; `load_commands` finds them all,
+so a new command is a new module and nothing else changes. A handler runs inside the turn's unit
+of work (the same database session, committed after it returns) and returns the messages to
+send. It must not do I/O besides that session; slow rendering (charts, documents) is fine, the
+front ends acknowledge the platform before they call the coach.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from dialogs.messages import Inbound, Outbound, TurnContext
+from dialogs.render import Renderer
+from store.conversations import Speaker
+
+
+@dataclass(frozen=True)
+class CommandRequest:
+    """What a command handler gets: who asked, where, with what argument, in which language."""
+
+    session: Session
+    speaker: Speaker
+    inbound: Inbound
+    arg: str
+    ctx: TurnContext
+    now: datetime
+    renderer: Renderer
+    admins: tuple[str, ...] = ()
+
+    def text(self, key: str, **params: object) -> str:
+        return str(self.renderer.text(self.ctx.lang, key, **params))
+
+
+Handler = Callable[[CommandRequest], Sequence[Outbound]]
+
+
+@dataclass(frozen=True)
+class Command:
+    """`name` is the canonical (English) command; aliases come from the catalogs'
+    `command.<name>` entries and help text from `help.cmd.<name>`. `order` sorts the help."""
+
+    name: str
+    handler: Handler
+    order: int = 100
+    hidden: bool = False  # not listed in the help (e.g. what a nudge's buttons send)
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.commands: dict[str, Command] = {}
+
+    def add(self, name: str, handler: Handler, *, order: int = 100, hidden: bool = False) -> None:
+        if name in self.commands:
+            raise ValueError(f"command {name!r} is registered twice")
+        self.commands[name] = Command(name, handler, order, hidden)
+
+
+def load_commands() -> Registry:
+    """Every command module of this package, registered."""
+    registry = Registry()
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(registry)
+    return registry
