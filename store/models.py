@@ -404,6 +404,42 @@ class BuyingSignal(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
+class FabEntry(Base):
+    """Features, advantages, benefits (FAB) of one product or service for one opportunity."""
+
+    __tablename__ = "fab_entries"
+
+    org_id: Mapped[uuid.UUID] = _org_fk()
+    opportunity_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("opportunities.id", ondelete="CASCADE"), index=True
+    )
+    product: Mapped[str]
+    feature: Mapped[str] = mapped_column(Text)
+    advantage: Mapped[str | None] = mapped_column(Text)
+    benefit: Mapped[str | None] = mapped_column(Text)
+    # the need it answers, when known
+    need_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("needs.id", ondelete="SET NULL"))
+    position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class SwotEntry(Base):
+    """One SWOT factor: quadrant s/w/o/t; `source` the QCDDMS (internal) or PEST (external)
+    prompt it came from (quality, cost, delivery, development, management, service; political,
+    economic, social, technological)."""
+
+    __tablename__ = "swot_entries"
+
+    org_id: Mapped[uuid.UUID] = _org_fk()
+    opportunity_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("opportunities.id", ondelete="CASCADE"), index=True
+    )
+    quadrant: Mapped[str] = mapped_column(String(1))
+    source: Mapped[str | None] = _code(nullable=True)
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
 class Proposal(Timestamps, Base):
     """The seven-part proposal (建议书), versioned per opportunity."""
 
