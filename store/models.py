@@ -29,6 +29,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     Uuid,
+    false,
     func,
     true,
 )
@@ -127,6 +128,22 @@ def _utcnow() -> datetime:
 
 def _org_fk() -> Mapped[uuid.UUID]:
     return mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+
+
+def _trigram_index(table: str, column: str) -> Index:
+    """A pg_trgm GiST index for fuzzy look-ups (store/search.py): nearest names by word
+    similarity straight from the index. PostgreSQL only; SQLite searches without it. The
+    extension is created by migration 0002 (look-ups section)."""
+    return Index(
+        f"ix_{table}_{column}_trgm", column, postgresql_using="gist",
+        postgresql_ops={column: "gist_trgm_ops"},
+    ).ddl_if(dialect="postgresql")
+
+
+def _external_id_index(table: str) -> Index:
+    """CSV import upserts by (org_id, external_id); rows made in chat have none (NULLs never
+    collide)."""
+    return Index(f"uq_{table}_org_id_external_id", "org_id", "external_id", unique=True)
 
 
 def _code(default: str | None = None, *, nullable: bool = False) -> Any:
@@ -229,12 +246,18 @@ class Account(Timestamps, Base):
     """A customer: the customer information sheet's status and organisation parts."""
 
     __tablename__ = "accounts"
-    __table_args__ = (Index("ix_accounts_org_id_name_key", "org_id", "name_key"),)
+    __table_args__ = (
+        Index("ix_accounts_org_id_name_key", "org_id", "name_key"),
+        _trigram_index("accounts", "name_key"),
+        _external_id_index("accounts"),
+    )
 
     org_id: Mapped[uuid.UUID] = _org_fk()
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
     name: Mapped[str]
     name_key: Mapped[str]
+    # the id in the system a CSV import came from (upsert key); see store/csvio.py
+    external_id: Mapped[str | None] = mapped_column(String(128))
     industry: Mapped[str | None] = _code(nullable=True)
     nature: Mapped[str | None] = _code(nullable=True)
     size_employees: Mapped[int | None] = mapped_column(Integer)
@@ -265,7 +288,11 @@ class Contact(Timestamps, Base):
     """A person at the customer, placed by level, function and buying role."""
 
     __tablename__ = "contacts"
-    __table_args__ = (Index("ix_contacts_org_id_name_key", "org_id", "name_key"),)
+    __table_args__ = (
+        Index("ix_contacts_org_id_name_key", "org_id", "name_key"),
+        _trigram_index("contacts", "name_key"),
+        _external_id_index("contacts"),
+    )
 
     org_id: Mapped[uuid.UUID] = _org_fk()
     account_id: Mapped[uuid.UUID] = mapped_column(
@@ -278,6 +305,7 @@ class Contact(Timestamps, Base):
     )
     name: Mapped[str]
     name_key: Mapped[str]
+    external_id: Mapped[str | None] = mapped_column(String(128))
     title: Mapped[str | None]
     department: Mapped[str | None]
     level: Mapped[str | None] = _code(nullable=True)
@@ -320,7 +348,21 @@ class CompetitorNote(Base):
 
 class Opportunity(Timestamps, Base):
     __tablename__ = "opportunities"
-    __table_args__ = (Index("ix_opportunities_org_id_stage", "org_id", "stage"),)
+    __table_args__ = (
+        Index("ix_opportunities_org_id_stage", "org_id", "stage"),
+        # the nudge scans (bot/nudges.py): stalled, past-due next step, too long in a stage
+        Index("ix_opportunities_org_id_stage_last_activity_at", "org_id", "stage",
+              "last_activity_at"),
+        Index("ix_opportunities_org_id_stage_stage_entered_at", "org_id", "stage",
+              "stage_entered_at"),
+        Index("ix_opportunities_org_id_next_step_due", "org_id", "next_step_due"),
+        Index("ix_opportunities_org_id_created_at", "org_id", "created_at"),
+        # the digest's funnel per rep (bot/digest.py), read from the index alone
+        Index("ix_opportunities_owner_id_stage_currency_amount", "owner_id", "stage",
+              "currency", "amount"),
+        _trigram_index("opportunities", "name"),
+        _external_id_index("opportunities"),
+    )
 
     org_id: Mapped[uuid.UUID] = _org_fk()
     account_id: Mapped[uuid.UUID] = mapped_column(
@@ -328,6 +370,7 @@ class Opportunity(Timestamps, Base):
     )
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
     name: Mapped[str]
+    external_id: Mapped[str | None] = mapped_column(String(128))
     product: Mapped[str | None]
     stage: Mapped[str] = _code("analysis")
     phase: Mapped[str | None] = _code(nullable=True)
@@ -344,6 +387,20 @@ class Opportunity(Timestamps, Base):
     last_activity_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     lost_reason: Mapped[str | None] = mapped_column(Text)
+    # the six steps' end markers and what the later steps record (flows in dialogs/flows/;
+    # exit criteria in store/funnel.py)
+    requirements_on: Mapped[date | None]  # written requirements / tender document received
+    negotiation_on: Mapped[date | None]  # negotiation started
+    close_method: Mapped[str | None] = _code(nullable=True)
+    negotiation_notes: Mapped[str | None] = mapped_column(Text)
+    addons: Mapped[str | None] = mapped_column(Text)
+    contract_on: Mapped[date | None]  # contract signed
+    # contract and credit review checklist: terms, licence, bank_account -> yes/no
+    contract_review: Mapped[dict[str, Any] | None] = mapped_column(default=dict)
+    produced_on: Mapped[date | None]
+    delivered_on: Mapped[date | None]
+    accepted_on: Mapped[date | None]
+    referral_note: Mapped[str | None] = mapped_column(Text)
 
     account: Mapped[Account] = relationship(back_populates="opportunities")
 
@@ -468,6 +525,7 @@ class Invoice(Timestamps, Base):
     __table_args__ = (
         UniqueConstraint("org_id", "number"),
         Index("ix_invoices_org_id_status_due_on", "org_id", "status", "due_on"),
+        _external_id_index("invoices"),
     )
 
     org_id: Mapped[uuid.UUID] = _org_fk()
@@ -478,6 +536,7 @@ class Invoice(Timestamps, Base):
         ForeignKey("opportunities.id", ondelete="SET NULL"), index=True
     )
     number: Mapped[str] = mapped_column(String(64))
+    external_id: Mapped[str | None] = mapped_column(String(128))
     amount: Mapped[Decimal]
     currency: Mapped[str] = mapped_column(String(3))
     issued_on: Mapped[date]
@@ -590,6 +649,7 @@ class DigestSubscription(Base):
     # the direct-message chat to post to, when the platform needs one (Slack DM channel id)
     channel_id: Mapped[str | None]
     hour: Mapped[int] = mapped_column(Integer, default=8, server_default="8")
+    minute: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
     # ISO weekdays 1 (Monday) .. 7
     weekdays: Mapped[list[Any]] = mapped_column(default=lambda: [1, 2, 3, 4, 5])
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
@@ -641,6 +701,11 @@ class Outbox(Base):
     sent_at: Mapped[datetime | None]
     # the platform's id of the delivered message, for later edits
     external_message_id: Mapped[str | None]
+    # the claim of the worker delivering it: a row whose lease ran out (its worker died) is
+    # claimed again; `parts_sent` of its messages were confirmed and are not sent again
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ProcessedEvent(Base):
@@ -674,3 +739,78 @@ class DialogSession(Timestamps, Base):
     status: Mapped[str] = _code(DialogStatus.ACTIVE)
     subject_type: Mapped[str | None] = _code(nullable=True)
     subject_id: Mapped[uuid.UUID | None]
+
+
+# --- Telegram ---------------------------------------------------------------------------------
+
+
+class TelegramKeyboard(Base):
+    """The buttons of one Telegram message. `callback_data` holds at most 64 bytes, so a button
+    carries this row's short `key` and its index; the values it stands for live here."""
+
+    __tablename__ = "telegram_keyboards"
+    __table_args__ = (
+        UniqueConstraint("key"),
+        Index("ix_telegram_keyboards_bot_id_chat_id_closed", "bot_id", "chat_id", "closed"),
+    )
+
+    key: Mapped[str] = mapped_column(String(16))
+    bot_id: Mapped[str] = mapped_column(String(32))
+    chat_id: Mapped[str] = mapped_column(String(32))
+    # "question" (a dialog's open question: only the latest in a chat can be answered) or "post"
+    kind: Mapped[str] = _code()
+    # [value, label] pairs: the answers, then the controls (back, skip, tip, cancel)
+    options: Mapped[list[Any]] = mapped_column(default=list)
+    controls: Mapped[list[Any]] = mapped_column(default=list)
+    multi: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # indexes of the options ticked so far (multi-choice)
+    selected: Mapped[list[Any]] = mapped_column(default=list)
+    # the message's text (Telegram HTML), shown again with the chosen answer after a tap
+    text: Mapped[str] = mapped_column(Text)
+    lang: Mapped[str] = mapped_column(String(8))
+    closed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+# --- nudges and digests -----------------------------------------------------------------------
+
+
+class StageNorm(Base):
+    """The team's usual time in a funnel stage, refreshed daily by the nudge pass, so the
+    "far longer than usual" rule reads one row instead of averaging every opportunity."""
+
+    __tablename__ = "stage_norms"
+    __table_args__ = (UniqueConstraint("org_id", "stage"),)
+
+    org_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"))
+    stage: Mapped[str] = _code()
+    usual_days: Mapped[Decimal]
+    sample: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    computed_at: Mapped[datetime]
+
+
+# --- look-ups and privacy -------------------------------------------------------------------
+
+
+class AuditLog(Base):
+    """Who looked up, exported, changed or erased personal data (store/privacy.py).
+
+    Holds ids and codes only, never the personal data itself, so erasing a contact leaves
+    nothing personal behind here. `actor` names a CLI user when there is no user row."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_org_id_subject_type_subject_id", "org_id", "subject_type",
+              "subject_id"),
+    )
+
+    org_id: Mapped[uuid.UUID] = _org_fk()
+    user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    actor: Mapped[str | None] = mapped_column(String(255))
+    # view_personal, export, forget, import, update
+    action: Mapped[str] = _code()
+    subject_type: Mapped[str] = _code()
+    subject_id: Mapped[uuid.UUID | None]
+    # where it happened and how (command, platform, chat kind, row counts ...); no personal data
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(server_default=func.now())
