@@ -12,21 +12,22 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from bot import method
 from bot.commands import CommandRequest, Registry
 from bot.metrics import Metrics
-from dialogs.engine import Engine, Log, Remove, Save, Turn
-from dialogs.messages import Inbound, Outbound, TurnContext
+from dialogs.engine import Engine, FlowContext, Log, Remove, Save, Turn
+from dialogs.messages import Inbound, Outbound
 from dialogs.render import Renderer
 from dialogs.state import DialogState
 from store import conversations as conv
-from store import records
+from store import funnel, records
 from store.db import Database
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,12 @@ class Coach:
         self.command_names = tuple(sorted(order, key=lambda n: (order[n], n)))
         self.help_names = tuple(n for n in self.command_names if n not in self.registry.commands
                                 or not self.registry.commands[n].hidden)
+        for flow in engine.flows.flows.values():
+            unknown = set(flow.spec.uses) - method.FACT_SETS
+            if unknown:
+                raise ValueError(f"{flow.source}: `uses` names unknown fact sets {sorted(unknown)}")
+            if flow.spec.report and flow.spec.report not in method.REPORTS:
+                raise ValueError(f"{flow.source}: `report: {flow.spec.report}` is not a report")
         self.commands: dict[str, str] = {}  # alias (any language) -> command name
         for catalog in renderer.catalogs.values():
             for name in self.command_names:
@@ -130,14 +137,16 @@ class Coach:
         )
 
     def _ctx(self, speaker: conv.Speaker, now: datetime, lang: str | None = None,
-             candidates: tuple[tuple[str, str], ...] = ()) -> TurnContext:
+             candidates: tuple[tuple[str, str], ...] = (),
+             facts: dict[str, object] | None = None) -> FlowContext:
         tz = ZoneInfo(speaker.tz or speaker.org_tz or self.default_tz)
-        return TurnContext(
+        return FlowContext(
             now=now.astimezone(tz),
             lang=lang or speaker.lang or speaker.org_lang or self.default_lang,
             user_id=str(speaker.user_id),
             candidates=candidates,
             default_currency=self.default_currency,
+            facts=facts or {},
         )
 
     def _greet(self, session: Session, inbound: Inbound, now: datetime) -> Reply:
@@ -178,7 +187,8 @@ class Coach:
         slash = word.startswith("/")
         command = self.commands.get(word.lstrip("/").casefold())
         if command is not None and (slash or current is None
-                                    or self._whole_command(command, arg)):
+                                    or (self._whole_command(command, arg)
+                                        and not self._answers(current, text))):
             if command == "help":
                 return self._help(speaker, now)
             if command == "lang":
@@ -186,7 +196,7 @@ class Coach:
             if command == "resume":
                 return self._resume(session, speaker, arg, now)
             if command in self.flow_commands:
-                return self._start(session, speaker, self.flow_commands[command], now)
+                return self._start(session, speaker, self.flow_commands[command], now, arg)
             return self._command(session, speaker, inbound, command, arg, now)
         if current is None or (slash and not self._control(word)):
             ctx = self._ctx(speaker, now)
@@ -194,6 +204,10 @@ class Coach:
                 unknown = Outbound(self.r.text(ctx.lang, "unknown", typed=text.strip()[:80]),
                                    kind="error")
                 return Reply((unknown, *self._help(speaker, now).messages), ctx.lang)
+            # no dialog open: the most useful thing to do next, when there is one
+            advice = method.next_action(session, speaker, ctx, self.r)
+            if advice is not None:
+                return Reply((advice,), ctx.lang)
             return Reply((Outbound(self.r.text(ctx.lang, "idle")),), ctx.lang)
         return self._advance(session, speaker, current, text, now)
 
@@ -206,38 +220,91 @@ class Coach:
             return not arg or arg.isdigit()
         return not arg
 
+    def _answers(self, current: conv.OpenDialog, text: str) -> bool:
+        """A command word that is also an option of the question asked is an answer."""
+        return self.engine.is_option(DialogState.from_json(current.state), text)
+
     def _control(self, word: str) -> bool:
         return word.lstrip("/").casefold() in self.engine.aliases
+
+    def _candidates(self, session: Session, speaker: conv.Speaker,
+                    state: DialogState) -> tuple[tuple[str, str], ...]:
+        """The names the current question may refer to (for "did you mean")."""
+        need = self.engine.reference_need(state)
+        if need is None:
+            return ()
+        kind, scope = need
+        org_id = speaker.org_id
+        if kind == "account":
+            return tuple(records.names(session, "accounts", org_id=org_id))
+        if kind == "opportunity":
+            return tuple(funnel.opportunity_candidates(session, org_id, scope))
+        if kind == "invoice":
+            return tuple(funnel.invoice_candidates(session, org_id, scope))
+        if scope is None and "opportunity" in state.bound:  # a contact of the opportunity's
+            scope = funnel.contact_account(session, state.bound["opportunity"]["id"])
+        if scope is None:
+            return ()
+        return tuple(funnel.with_aliases(
+            records.names(session, "contacts", org_id=org_id, account_id=scope)))
+
+    def _facts(self, session: Session, speaker: conv.Speaker, state: DialogState,
+               now: datetime, ctx: FlowContext) -> dict[str, object]:
+        """What the flow's texts and checks may use (`uses:` in the flow file)."""
+        if not self.engine.flows[state.flow].spec.uses:
+            return {}
+        return funnel.facts(session, speaker.org_id, state.bound, ctx.today)
+
+    def _run(self, session: Session, speaker: conv.Speaker, state: DialogState, text: str,
+             now: datetime) -> tuple[Turn, FlowContext]:
+        """Advance the engine by one input, with the candidates and facts it needs."""
+        ctx = self._ctx(speaker, now, candidates=self._candidates(session, speaker, state))
+        uses = bool(self.engine.flows[state.flow].spec.uses)
+        if uses:
+            ctx = replace(ctx, facts=self._facts(session, speaker, state, now, ctx))
+        turn = self.engine.advance(state, text, ctx)
+        if uses and turn.state.bound != state.bound:
+            # the answer named the subject: run the turn again knowing about it (the next
+            # question, its conditions and texts depend on what is recorded there)
+            ctx = replace(ctx, facts=self._facts(session, speaker, turn.state, now, ctx))
+            turn = self.engine.advance(state, text, ctx)
+        return turn, ctx
 
     def _advance(self, session: Session, speaker: conv.Speaker, current: conv.OpenDialog,
                  text: str, now: datetime) -> Reply:
         state = DialogState.from_json(current.state)
-        need = self.engine.reference_need(state)
-        candidates: tuple[tuple[str, str], ...] = ()
-        if need is not None:
-            kind, account_id = need
-            if kind == "account":
-                candidates = tuple(records.names(session, "accounts", org_id=speaker.org_id))
-            elif account_id is not None:
-                candidates = tuple(records.names(session, "contacts", org_id=speaker.org_id,
-                                                 account_id=account_id))
-        ctx = self._ctx(speaker, now, candidates=candidates)
-        turn = self.engine.advance(state, text, ctx)
+        turn, ctx = self._run(session, speaker, state, text, now)
         self._apply(session, speaker, turn, now)
         conv.save_dialog(session, current, state=turn.state.to_json(), status=turn.state.status,
                          now=now)
         messages = list(turn.messages)
-        if self.metrics is not None and turn.state.status == "done":
-            self.metrics.dialogs_completed_total.labels(turn.state.flow).inc()
+        if turn.state.status == "done":
+            if self.metrics is not None:
+                self.metrics.dialogs_completed_total.labels(turn.state.flow).inc()
+            messages.extend(self._report(session, speaker, turn.state, ctx))
         if turn.next_flow is not None:
             flow_id, bound = turn.next_flow
             messages.extend(self._open(session, speaker, flow_id, ctx, now, bound))
         return Reply(tuple(messages), ctx.lang)
 
+    def _report(self, session: Session, speaker: conv.Speaker, state: DialogState,
+                ctx: FlowContext) -> list[Outbound]:
+        """A finished flow's report (the SPIN mix, what the step still misses ...), built
+        from the database after this turn's writes."""
+        name = self.engine.flows[state.flow].spec.report
+        if not name:
+            return []
+        session.flush()
+        return list(method.REPORTS[name](method.ReportRequest(
+            session=session, speaker=speaker, state=state, ctx=ctx, renderer=self.r)))
+
     def _apply(self, session: Session, speaker: conv.Speaker, turn: Turn, now: datetime) -> None:
         for effect in turn.effects:
             if isinstance(effect, Save):
-                records.upsert(session, effect.table, effect.id, effect.values,
+                values = effect.values
+                if effect.defaults and not funnel.row_exists(session, effect.table, effect.id):
+                    values = {**effect.defaults, **values}
+                records.upsert(session, effect.table, effect.id, values,
                                org_id=speaker.org_id, user_id=speaker.user_id, now=now,
                                parent=effect.parent)
             elif isinstance(effect, Remove):
@@ -249,22 +316,37 @@ class Coach:
                                      opportunity_id=effect.opportunity_id,
                                      contact_id=effect.contact_id)
 
-    def _open(self, session: Session, speaker: conv.Speaker, flow_id: str, ctx: TurnContext,
-              now: datetime, bound: dict[str, dict[str, str]] | None = None) -> list[Outbound]:
+    def _open(self, session: Session, speaker: conv.Speaker, flow_id: str, ctx: FlowContext,
+              now: datetime, bound: dict[str, dict[str, str]] | None = None,
+              arg: str = "") -> list[Outbound]:
+        """Start a flow; an argument (`spin Daqing`) answers its first question when that
+        names a customer, an opportunity or a contact."""
         dialog_id = uuid.uuid4()
+        if bound and self.engine.flows[flow_id].spec.uses:
+            probe = DialogState(flow=flow_id, session_id=str(dialog_id), bound=bound)
+            ctx = self._ctx(speaker, now, ctx.lang,
+                            facts=self._facts(session, speaker, probe, now, ctx))
         turn = self.engine.start(flow_id, session_id=str(dialog_id), ctx=ctx, bound=bound)
         if self.metrics is not None:
             self.metrics.dialogs_started_total.labels(flow_id).inc()
+        messages = list(turn.messages)
+        if arg and self.engine.reference_need(turn.state) is not None:
+            self._apply(session, speaker, turn, now)
+            intro = [m for m in turn.messages if m.kind != "question"]
+            turn, ctx = self._run(session, speaker, turn.state, arg, now)
+            messages = [*intro, *turn.messages]
         self._apply(session, speaker, turn, now)
         conv.create_dialog(session, dialog_id=dialog_id, org_id=speaker.org_id,
                            user_id=speaker.user_id, flow=flow_id, state=turn.state.to_json(),
                            status=turn.state.status, now=now)
-        return list(turn.messages)
+        if turn.state.status == "done":
+            messages.extend(self._report(session, speaker, turn.state, ctx))
+        return messages
 
     def _start(self, session: Session, speaker: conv.Speaker, flow_id: str,
-               now: datetime) -> Reply:
+               now: datetime, arg: str = "") -> Reply:
         ctx = self._ctx(speaker, now)
-        return Reply(tuple(self._open(session, speaker, flow_id, ctx, now)), ctx.lang)
+        return Reply(tuple(self._open(session, speaker, flow_id, ctx, now, arg=arg)), ctx.lang)
 
     def _command(self, session: Session, speaker: conv.Speaker, inbound: Inbound, name: str,
                  arg: str, now: datetime) -> Reply:
@@ -314,7 +396,7 @@ class Coach:
             out.extend(self._listing(dialogs, ctx))
         return Reply(tuple(out), ctx.lang)
 
-    def _listing(self, dialogs: list[conv.OpenDialog], ctx: TurnContext) -> list[Outbound]:
+    def _listing(self, dialogs: list[conv.OpenDialog], ctx: FlowContext) -> list[Outbound]:
         items = []
         for dialog in dialogs:
             state = DialogState.from_json(dialog.state)

@@ -8,16 +8,19 @@ first unanswered one, so `back` and `edit` change one answer and return to where
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from jinja2 import meta
 from markupsafe import Markup, escape
 
 from dialogs import parsing
+from dialogs.errors import FlowError
 from dialogs.flow import (
     OPTION_TYPES,
     REFERENCE_TYPES,
@@ -34,6 +37,32 @@ from dialogs.state import DialogState
 
 CONTROL_WORDS = ("back", "skip", "edit", "tip", "cancel")
 MAX_INPUT = 10_000
+# currencies a money answer may name (the parser reads these; anything else is "unknown")
+KNOWN_CURRENCIES = frozenset({"CNY", "USD", "EUR", "GBP", "HKD", "JPY", "RUB"})
+_CODE_LIKE = re.compile(r"(?<![A-Za-z])([A-Za-z]{3})(?![A-Za-z])")
+
+
+@dataclass(frozen=True)
+class FlowContext(TurnContext):
+    """A turn context with the facts the host looked up for the flow's subjects (the bound
+    opportunity, its contacts, an invoice ...): `f` in flow texts, `fact:` in conditions,
+    `max_fact` in checks, `{...}` in record fills. Plain JSON-like data, read only."""
+
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+def facts_of(ctx: TurnContext) -> Mapping[str, Any]:
+    return ctx.facts if isinstance(ctx, FlowContext) else {}
+
+
+def fact(facts: Mapping[str, Any], path: str) -> Any:
+    """`opportunity.account_id` in nested mappings; None when any part is missing."""
+    node: Any = facts
+    for part in path.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 @dataclass(frozen=True)
@@ -44,6 +73,8 @@ class Save:
     id: str
     values: dict[str, Any]
     parent: tuple[str, str] | None = None
+    # values for required columns not answered yet, used only when the row is inserted
+    defaults: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -116,17 +147,47 @@ class Engine:
                     if cond is not None:
                         refs.update(cond.steps())
             self.deciding[flow.id] = refs
+        # per group, the records its steps save: one row of each per iteration
+        self.group_records: dict[tuple[str, str], tuple[str, ...]] = {}
+        for flow in flows.flows.values():
+            for item in flow.spec.steps:
+                if isinstance(item, GroupDef):
+                    aliases = [item.record]
+                    for sub in item.steps:
+                        if not sub.save or sub.bind:
+                            continue
+                        alias = sub.save.split(".")[0]
+                        if alias not in aliases and \
+                                flow.spec.records[alias].table != "opportunities":
+                            aliases.append(alias)
+                    self.group_records[(flow.id, item.group)] = tuple(aliases)
+        # records whose parent is written in the same group iteration (a need under a need)
+        self.iteration_parent: set[tuple[str, str]] = {
+            (fid, alias) for (fid, _group), aliases in self.group_records.items()
+            for alias in aliases
+            if self.flows[fid].spec.records[alias].parent in aliases}
 
     def _check_texts(self, flow: Flow) -> None:
         def texts(step: StepDef) -> Iterable[str]:
             for group in (step.ask, step.tip or {}, step.label or {}):
                 yield from group.values()
+            for reaction in (step.react or {}).values():
+                yield from reaction.values()
 
+        allowed = {"a", "n"} | ({"f", "t", "v"} if flow.spec.uses else set())
         for item in flow.spec.steps:
             steps = [item] if isinstance(item, StepDef) else item.steps
             for step in steps:
                 for source in texts(step):
                     self.r.check(source)
+                    if "{" not in source:
+                        continue
+                    unknown = meta.find_undeclared_variables(self.r.env.parse(source)) - allowed
+                    if unknown:
+                        hint = " (declare `uses:` to use facts)" if unknown & {"f", "t", "v"} \
+                            else ""
+                        raise FlowError(f"{flow.source}: step '{step.id}': a text uses "
+                                        f"{', '.join(sorted(unknown))}, which it cannot{hint}")
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -146,22 +207,38 @@ class Engine:
                 answers[item.id] = dict(bound[item.bind])
         state = DialogState(flow=flow_id, session_id=session_id, answers=answers,
                             bound=dict(bound or {}))
-        intro = Outbound(self.r.pick(flow.spec.intro, ctx.lang), kind="intro")
+        intro = Outbound(self.r.pick(flow.spec.intro, ctx.lang, **self._extras(flow, ctx)),
+                         kind="intro")
         return self._proceed(flow, state, ctx, (intro,), ())
 
     def reference_need(self, state: DialogState) -> tuple[str, str | None] | None:
-        """If the current question names an account or contact, what to look up first:
-        (`account`, None) or (`contact`, account id)."""
+        """If the current question names an existing row, what the host looks up first:
+        (`account`, None), (`contact`, account id), (`opportunity`, account id) or
+        (`invoice`, opportunity id) — the id when the dialog has bound one, else None."""
         if state.pending or state.cursor is None:
             return None
         flow = self.flows[state.flow]
         slot = self._slot(flow, state, state.cursor)
         if slot is None or slot.step is None or slot.step.type not in REFERENCE_TYPES:
             return None
-        if slot.step.type == "contact":
-            account = state.bound.get("account")
-            return ("contact", account["id"] if account else None)
-        return ("account", None)
+        kind = slot.step.type
+        scope = {"contact": "account", "opportunity": "account",
+                 "invoice": "opportunity"}.get(kind)
+        bound = state.bound.get(scope) if scope else None
+        return (kind, bound["id"] if bound else None)
+
+    def is_option(self, state: DialogState, text: str) -> bool:
+        """Whether `text` names one of the options of the question waiting (so a word like
+        "trust" or "contract" answers it rather than opening another dialog)."""
+        if state.pending or state.cursor is None:
+            return False
+        flow = self.flows[state.flow]
+        slot = self._slot(flow, state, state.cursor)
+        if slot is None or slot.step is None or slot.step.type not in OPTION_TYPES:
+            return False
+        key = text.strip().casefold()
+        return any(key in (o.value.casefold(), o.en.casefold(), o.zh.casefold())
+                   for o in flow.options_for(slot.step))
 
     def ask(self, state: DialogState, ctx: TurnContext) -> tuple[Outbound, ...]:
         """The question the dialog waits on, again (after `resume`, `lang`, a restart)."""
@@ -337,10 +414,14 @@ class Engine:
             return all(self._holds(c, answers, prefix, ctx) for c in cond.all)
         if cond.any is not None:
             return any(self._holds(c, answers, prefix, ctx) for c in cond.any)
-        assert cond.step is not None
-        key = prefix + cond.step if prefix and prefix + cond.step in answers else cond.step
-        present = key in answers and answers[key] is not None
-        value = answers.get(key)
+        if cond.fact is not None:
+            value = fact(facts_of(ctx), cond.fact)
+            present = value not in (None, "", [])
+        else:
+            assert cond.step is not None
+            key = prefix + cond.step if prefix and prefix + cond.step in answers else cond.step
+            present = key in answers and answers[key] is not None
+            value = answers.get(key)
         if cond.answered is not None:
             return present == cond.answered
         if not present:
@@ -400,6 +481,8 @@ class Engine:
         note: tuple[Outbound, ...] = ()
         if was_answered:
             note = (Outbound(self.r.text(ctx.lang, "dialog.updated"), kind="say"),)
+        if slot.step is not None and slot.step.react:
+            note = (*note, *self._reactions(flow, new_state, slot, value, ctx))
         return self._proceed(flow, new_state, ctx, note, tuple(effects))
 
     def _drop_iterations(self, flow: Flow, state: DialogState, slot: Slot,
@@ -420,9 +503,10 @@ class Engine:
             elif head.isdigit() and int(head) >= keep:
                 dropped.add(int(head))
                 del answers[key]
-        table = flow.spec.records[group.record].table
-        return [Remove(table, self._record_id(flow, state, group.record, index))
-                for index in sorted(dropped)]
+        aliases = self.group_records.get((flow.id, group.group), (group.record,))
+        return [Remove(flow.spec.records[alias].table,
+                       self._record_id(flow, state, alias, index))
+                for index in sorted(dropped) for alias in reversed(aliases)]
 
     def _clear_hidden(self, flow: Flow, old: DialogState, new: DialogState,
                       ctx: TurnContext) -> list[Effect]:
@@ -473,11 +557,55 @@ class Engine:
         try:
             value = self._parse(flow, step, raw, ctx)
         except parsing.ParseError as exc:
+            if step.type == "money" and exc.code == "money":
+                unknown = [c.upper() for c in _CODE_LIKE.findall(raw)
+                           if c.upper() not in KNOWN_CURRENCIES]
+                if unknown:
+                    return self._reask(flow, state, ctx, "err.currency_unknown",
+                                       code=unknown[0], known=", ".join(sorted(KNOWN_CURRENCIES)))
             return self._reask(flow, state, ctx, f"parse.{exc.code}", **exc.params)
         except _TooLong as exc:
             return self._reask(flow, state, ctx, "err.too_long", length=exc.length,
                                limit=step.max_length)
+        if step.not_before is not None or step.type == "money":
+            problem = self._violation(flow, state, slot, value, ctx)
+            if problem is not None:
+                return self._reask(flow, state, ctx, problem[0], **problem[1])
         return self._accept(flow, state, slot, value, ctx)
+
+    def _violation(self, flow: Flow, state: DialogState, slot: Slot, value: Any,
+                   ctx: TurnContext) -> tuple[str, dict[str, Any]] | None:
+        """The declared checks that need more than the answer itself: a due date before the
+        issue date, a payment above what is owed or in another currency, a too small amount."""
+        step = slot.step
+        assert step is not None
+        if step.not_before is not None:
+            prefix = f"{slot.group.group}.{slot.index}." if slot.group is not None else ""
+            earlier = state.answers.get(prefix + step.not_before) or \
+                state.answers.get(step.not_before)
+            if earlier is not None and str(value) < str(earlier):
+                other = flow.step(step.not_before)
+                return "err.date_before", {
+                    "date": value, "other": earlier,
+                    "other_label": self.r.pick(other.label or other.ask, ctx.lang)}
+        if step.type == "money" and isinstance(value, dict):
+            amount = Decimal(str(value["amount"]))
+            if step.min_value is not None and amount < Decimal(str(step.min_value)):
+                return "err.amount_min", {"minimum": step.min_value}
+            facts = facts_of(ctx)
+            if step.currency_fact:
+                currency = fact(facts, step.currency_fact)
+                if currency and value["currency"] != currency:
+                    return "err.currency_mismatch", {"typed": value["currency"],
+                                                     "currency": currency}
+            if step.max_fact:
+                limit = _as_number(fact(facts, step.max_fact))
+                if limit is not None and amount > limit:
+                    return "err.more_than_owed", {
+                        "amount": format_money(value),
+                        "owed": format_money({"amount": limit,
+                                              "currency": value["currency"]})}
+        return None
 
     def _parse(self, flow: Flow, step: StepDef, raw: str, ctx: TurnContext) -> Any:
         kind = step.type
@@ -511,14 +639,32 @@ class Engine:
         assert step is not None
         if len(raw) > 200:
             return self._reask(flow, state, ctx, "err.too_long", length=len(raw), limit=200)
-        names = {name: cid for cid, name in ctx.candidates}
+        # a row may come with several names (an opportunity: its own, its customer's); the
+        # first is what it is called
+        canonical: dict[str, str] = {}
+        for cid, name in ctx.candidates:
+            canonical.setdefault(cid, name)
+        named: dict[str, list[str]] = {}
+        for cid, name in ctx.candidates:
+            named.setdefault(name, []).append(cid)
         key = parsing.normalize_key(raw)
-        exact = [(cid, name) for cid, name in ctx.candidates if parsing.normalize_key(name) == key]
-        if len(exact) == 1:
-            cid, name = exact[0]
+        exact_ids = list(dict.fromkeys(cid for cid, name in ctx.candidates
+                                       if parsing.normalize_key(name) == key))
+        if len(exact_ids) == 1:
+            cid = exact_ids[0]
+            name = canonical[cid]
             return self._accept(flow, state, slot, {"id": cid, "name": name}, ctx,
                                 bound={"id": cid, "name": name})
-        near = parsing.close_matches(raw, list(names)) if not exact else [n for _, n in exact]
+        ids = exact_ids
+        if exact_ids:
+            near = [canonical[cid] for cid in exact_ids]
+        else:
+            near_names = parsing.close_matches(raw, list(named))
+            # names that contain what was typed beat names that merely look alike
+            containing = [n for n in near_names if key and key in parsing.normalize_key(n)]
+            ids = list(dict.fromkeys(cid for n in containing or near_names for cid in named[n]))
+            near = [canonical[cid] for cid in ids]
+        names = {canonical[cid]: cid for cid in ids}
         if len(near) == 1 and not step.allow_new:
             pending: dict[str, Any] = {"kind": "confirm", "id": names[near[0]],
                                        "name": near[0], "typed": raw}
@@ -609,8 +755,29 @@ class Engine:
         parent = None
         if record.parent:
             column = record.parent_column or f"{record.parent}_id"
-            parent = (column, self._record_id(flow, state, record.parent, None))
+            same_iteration = index is not None and (flow.spec.id, alias) in self.iteration_parent
+            parent = (column, self._record_id(flow, state, record.parent,
+                                              index if same_iteration else None))
         return record.table, rid, parent
+
+    def _fill(self, flow: Flow, alias: str, ctx: TurnContext) -> dict[str, Any]:
+        """The record's `fill` columns: "{now}", "{fact.path}" or a literal."""
+        out: dict[str, Any] = {}
+        for column, source in flow.spec.records[alias].fill.items():
+            if source.startswith("{") and source.endswith("}"):
+                path = source[1:-1].strip()
+                if path == "now":
+                    out[column] = ctx.now
+                elif path == "user":
+                    out[column] = uuid.UUID(ctx.user_id) if ctx.user_id else None
+                else:
+                    found = fact(facts_of(ctx), path)
+                    if column.endswith("_id") and isinstance(found, str):
+                        found = uuid.UUID(found)
+                    out[column] = found
+            else:
+                out[column] = source
+        return out
 
     def _saves(self, flow: Flow, state: DialogState, slot: Slot, ctx: TurnContext,
                clear: bool = False) -> list[Effect]:
@@ -620,19 +787,57 @@ class Engine:
             return []
         value = None if clear else state.answers.get(slot.key)
         alias, column, *sub = step.save.split(".")
-        index = slot.index if slot.group is not None and slot.group.record == alias else None
+        index = None
+        if slot.group is not None and alias in self.group_records.get(
+                (flow.spec.id, slot.group.group), (slot.group.record,)):
+            index = slot.index
         if value is None and index is None and alias in state.bound:
             return []  # skipping a question about an existing record keeps what it holds
+        if step.each:
+            return self._save_each(flow, state, slot, alias, column, index, ctx)
+        if flow.spec.records[alias].at_end:
+            return []  # written whole when the flow is done (its columns are all required)
         table, rid, parent = self._target(flow, state, alias, index)
+        if value is None and slot.group is not None and alias != slot.group.record and \
+                not self._iteration_has(flow, state, slot, alias):
+            return [Remove(table, rid)]  # a part of the iteration left out: no row for it
         values: dict[str, Any] = {}
         if sub:  # a key inside a JSON column: write the whole object from this dialog's answers
             values[column] = self._json_column(flow, state, alias, column)
         else:
-            values[column] = _db_value(step, value)
+            values[column] = _db_value(step, value, column)
             if step.save_currency:
                 cur_column = step.save_currency.split(".")[1]
                 values[cur_column] = value["currency"] if isinstance(value, dict) else None
-        return [Save(table, rid, values, parent)]
+        if flow.spec.records[alias].fill:
+            values.update(self._fill(flow, alias, ctx))
+        defaults = flow.spec.records[alias].defaults
+        return [Save(table, rid, values, parent, dict(defaults) if defaults else None)]
+
+    @staticmethod
+    def _iteration_has(flow: Flow, state: DialogState, slot: Slot, alias: str) -> bool:
+        """Whether any answer of this group iteration is saved to `alias`."""
+        assert slot.group is not None
+        prefix = f"{slot.group.group}.{slot.index}."
+        return any(state.answers.get(prefix + step.id) is not None
+                   for step in slot.group.steps
+                   if step.save and step.save.split(".")[0] == alias)
+
+    def _save_each(self, flow: Flow, state: DialogState, slot: Slot, alias: str, column: str,
+                   index: int | None, ctx: TurnContext) -> list[Effect]:
+        """A checklist: one row per ticked value; values no longer ticked are taken back."""
+        chosen = state.answers.get(slot.key) or []
+        table, _rid, parent = self._target(flow, state, alias, index)
+        base = f"{alias}:{index}" if index is not None else alias
+        effects: list[Effect] = []
+        for option in flow.options_for(slot.step) if slot.step else ():
+            rid = str(uuid.uuid5(uuid.UUID(state.session_id), f"{base}:{option.value}"))
+            if option.value in chosen:
+                effects.append(Save(table, rid, {column: option.value,
+                                                 **self._fill(flow, alias, ctx)}, parent))
+            else:
+                effects.append(Remove(table, rid))
+        return effects
 
     def _json_column(self, flow: Flow, state: DialogState, alias: str,
                      column: str) -> dict[str, Any]:
@@ -663,10 +868,14 @@ class Engine:
             messages.append(verdict_msg)
             extra.extend(verdict_effects)
         if flow.spec.done:
-            messages.append(Outbound(self.r.pick(flow.spec.done, lang), kind="say"))
+            messages.append(Outbound(self.r.pick(flow.spec.done, lang, **self._extras(flow, ctx)),
+                                     kind="say"))
+        extra.extend(self._at_end_saves(flow, state, ctx))
+        logged = {alias: rid for alias, rid in ids.items() if self._written(flow, state, alias)}
+        account_id = logged.get("account") or fact(facts_of(ctx), "opportunity.account_id")
         extra.append(Log(kind=flow.id, note=str(self.r.pick(flow.spec.title, "en")),
-                         account_id=ids.get("account"), opportunity_id=ids.get("opportunity"),
-                         contact_id=ids.get("contact")))
+                         account_id=account_id, opportunity_id=logged.get("opportunity"),
+                         contact_id=logged.get("contact")))
         finished = replace(state, status="done")
         next_flow = None
         if flow.spec.then:
@@ -676,6 +885,39 @@ class Engine:
                 handed[alias] = {"id": rid, "name": name or "", "handed": "1"}
             next_flow = (flow.spec.then, handed)
         return Turn(finished, tuple(messages), (*effects, *extra), next_flow)
+
+    def _at_end_saves(self, flow: Flow, state: DialogState, ctx: TurnContext) -> list[Effect]:
+        """Records written in one go at the end (`at_end: true`), from every answer saved to
+        them, when at least one was given."""
+        effects: list[Effect] = []
+        for alias, record in flow.spec.records.items():
+            if not record.at_end or alias in state.bound:
+                continue
+            values: dict[str, Any] = {}
+            for item in flow.spec.steps:
+                if not isinstance(item, StepDef) or not item.save:
+                    continue
+                target, column, *_sub = item.save.split(".")
+                value = state.answers.get(item.id)
+                if target != alias or value is None:
+                    continue
+                values[column] = _db_value(item, value, column)
+                if item.save_currency and isinstance(value, dict):
+                    values[item.save_currency.split(".")[1]] = value["currency"]
+            if values:
+                values.update(self._fill(flow, alias, ctx))
+                table, rid, parent = self._target(flow, state, alias, None)
+                effects.append(Save(table, rid, values, parent))
+        return effects
+
+    @staticmethod
+    def _written(flow: Flow, state: DialogState, alias: str) -> bool:
+        """The record exists: bound to an existing row, or saved by an answer of this dialog."""
+        if alias in state.bound:
+            return True
+        saving = {i.id for i in flow.spec.steps
+                  if isinstance(i, StepDef) and i.save and i.save.split(".")[0] == alias}
+        return any(state.answers.get(key) is not None for key in saving)
 
     @staticmethod
     def _is_group_record(flow: Flow, alias: str) -> bool:
@@ -706,11 +948,16 @@ class Engine:
         values: dict[str, Any] = {
             "verdict": "opportunity" if is_opportunity else "keep_in_touch",
             "verdict_reasons": [c.step for c in failed],
-            "stage": "trust" if is_opportunity else "keep_in_touch",
-            "stage_entered_at": ctx.now,
             "qualification": {c.step: state.answers.get(c.step) for c in spec.checks},
             "last_activity_at": ctx.now,
         }
+        # judging an opportunity again moves it only while it is still at the top of the
+        # funnel: one further on keeps its stage
+        current = fact(facts_of(ctx), "opportunity.stage")
+        if current in (None, "", "analysis", "trust", "keep_in_touch"):
+            values["stage"] = "trust" if is_opportunity else "keep_in_touch"
+            if values["stage"] != current:
+                values["stage_entered_at"] = ctx.now
         return Outbound(text, kind="verdict"), [Save(table, rid, values, parent)]
 
     # ---- messages -----------------------------------------------------------------------------
@@ -730,12 +977,14 @@ class Engine:
             group = slot.group
             assert group is not None
             texts = group.start if slot.kind == "start" and group.start else group.more
-            ask = self.r.pick(texts, lang, a=scope, n=(slot.index or 0) + 1)
+            ask = self.r.pick(texts, lang, a=scope, n=(slot.index or 0) + 1,
+                              **(self._extras(flow, ctx, state, slot) if flow.spec.uses else {}))
             options = self._yes_no(flow, lang)
         else:
             step = slot.step
             assert step is not None
-            ask = self.r.pick(step.ask, lang, a=scope, n=(slot.index or 0) + 1)
+            ask = self.r.pick(step.ask, lang, a=scope, n=(slot.index or 0) + 1,
+                              **(self._extras(flow, ctx, state, slot) if flow.spec.uses else {}))
             if step.type in OPTION_TYPES or step.type == "yes_no":
                 options = tuple(Option(o.value, o.label(lang)) for o in flow.options_for(step))
                 multi = step.type == "multi_choice"
@@ -788,10 +1037,59 @@ class Engine:
 
         return _Scope(lookup)
 
+    def _extras(self, flow: Flow, ctx: TurnContext, state: DialogState | None = None,
+                slot: Slot | None = None) -> dict[str, Any]:
+        """What the texts of a flow that `uses` facts may use besides the answers: the facts
+        (`f`), the catalogs (`t('funnel.role.designer')`) and the stored answers (`v`)."""
+        if not flow.spec.uses:
+            return {}  # the flow's texts use none of it: nothing to build, every turn
+        lang = ctx.lang
+        english = self.r.catalogs["en"]
+
+        def t(key: str, **params: Any) -> Markup:
+            # a key built from a fact not looked up yet (`'funnel.role.' ~ r`) is blank
+            return self.r.text(lang, key, **params) if key in english else Markup("")
+
+        extras: dict[str, Any] = {"f": _Lenient(facts_of(ctx)), "t": t}
+        if state is not None and slot is not None:
+            extras["v"] = self._raw_scope(state, slot)
+        return extras
+
+    @staticmethod
+    def _raw_scope(state: DialogState, slot: Slot) -> _Scope:
+        """Earlier answers as stored (option values, ISO dates), for conditions in texts."""
+        prefix = f"{slot.group.group}.{slot.index}." if slot.group is not None else ""
+
+        def lookup(step_id: str) -> Any:
+            value = state.answers.get(prefix + step_id) if prefix else None
+            return value if value is not None else state.answers.get(step_id)
+
+        return _Scope(lookup)
+
+    def _reactions(self, flow: Flow, state: DialogState, slot: Slot, value: Any,
+                   ctx: TurnContext) -> tuple[Outbound, ...]:
+        """The coaching a step declares for the answer just given (`react`)."""
+        step = slot.step
+        if step is None or not step.react or value is None:
+            return ()
+        if step.type == "yes_no":
+            values = ["yes" if value else "no"]
+        else:
+            values = value if isinstance(value, list) else [value]
+        scope = self._scope(flow, state, slot, ctx.lang)
+        out = []
+        for item in values:
+            texts = step.react.get(str(item))
+            if texts:
+                extras = self._extras(flow, ctx, state, slot)
+                out.append(Outbound(self.r.pick(texts, ctx.lang, a=scope, **extras),
+                                    kind="coach"))
+        return tuple(out)
+
     def _tip(self, flow: Flow, slot: Slot, ctx: TurnContext) -> Outbound:
         step = slot.step
         if step is not None and step.tip:
-            body = self.r.pick(step.tip, ctx.lang)
+            body = self.r.pick(step.tip, ctx.lang, **self._extras(flow, ctx))
         else:
             body = self.r.text(ctx.lang, "tip.none")
         return Outbound(self.r.template("tip.j2", ctx.lang, body=body), kind="tip")
@@ -866,13 +1164,13 @@ class Engine:
         return escape(str(value))
 
 
-class _Scope(Mapping[str, Markup]):
+class _Scope(Mapping[str, Any]):
     """Earlier answers looked up one at a time, as a text uses them."""
 
-    def __init__(self, lookup: Callable[[str], Markup | None]) -> None:
+    def __init__(self, lookup: Callable[[str], Any]) -> None:
         self._lookup = lookup
 
-    def __getitem__(self, key: str) -> Markup:
+    def __getitem__(self, key: str) -> Any:
         value = self._lookup(key)
         if value is None:
             raise KeyError(key)
@@ -883,6 +1181,59 @@ class _Scope(Mapping[str, Markup]):
 
     def __len__(self) -> int:
         return 0
+
+
+class _Lenient:
+    """Facts as flow texts see them: a missing fact is blank (empty, false) rather than an
+    error, since a question may be rendered before its subject is bound and looked up."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self[name]
+
+    def __getitem__(self, key: Any) -> Any:
+        try:
+            item = self._value[key]
+        except (KeyError, IndexError, TypeError):
+            return _BLANK
+        return _Lenient(item) if isinstance(item, Mapping | list | tuple) else item
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        found = self[key]
+        return default if found is _BLANK else found
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in self._value if isinstance(self._value, list | tuple) else ():
+            yield _Lenient(item) if isinstance(item, Mapping | list | tuple) else item
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __str__(self) -> str:
+        return ""
+
+    def __eq__(self, other: object) -> bool:
+        return bool(self._value == other)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __lt__(self, other: object) -> bool:
+        return False
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+
+_BLANK = _Lenient({})
 
 
 class _TooLong(Exception):
@@ -910,10 +1261,12 @@ def _as_number(value: Any) -> Decimal | None:
         return None
 
 
-def _db_value(step: StepDef, value: Any) -> Any:
-    """An answer as the column stores it."""
+def _db_value(step: StepDef, value: Any, column: str = "") -> Any:
+    """An answer as the column stores it (a reference saved to an `*_id` column: its id)."""
     if value is None:
         return None
+    if step.type in REFERENCE_TYPES and column.endswith("_id") and isinstance(value, dict):
+        return uuid.UUID(value["id"]) if value.get("id") else None
     kind = step.type
     if kind == "number":
         return Decimal(str(value))

@@ -28,9 +28,10 @@ LANGS: tuple[str, ...] = ("en", "zh")
 
 StepType = Literal[
     "text", "choice", "multi_choice", "yes_no", "number", "money", "date", "rating",
-    "account", "contact",
+    "account", "contact", "opportunity", "invoice",
 ]
-REFERENCE_TYPES = {"account", "contact"}
+# answers that name an existing row, looked up by the host (candidates in the turn context)
+REFERENCE_TYPES = {"account", "contact", "opportunity", "invoice"}
 OPTION_TYPES = {"choice", "multi_choice"}
 
 
@@ -54,6 +55,8 @@ class Condition(_Strict):
     """Ask a step only when an earlier answer says so. Exactly one test besides `step`."""
 
     step: str | None = None
+    # instead of an earlier answer, test a fact the host looked up (`opportunity.stage`)
+    fact: str | None = None
     equals: Any = None
     not_equals: Any = None
     in_: list[Any] | None = Field(None, alias="in")
@@ -74,8 +77,10 @@ class Condition(_Strict):
         ]
         if not tests:
             raise ValueError("a condition needs a test (equals, in, answered, min, max, ...)")
-        if self.all is None and self.any is None and self.step is None:
-            raise ValueError("a condition needs `step`")
+        if self.all is None and self.any is None and self.step is None and self.fact is None:
+            raise ValueError("a condition needs `step` (or `fact`)")
+        if self.step is not None and self.fact is not None:
+            raise ValueError("a condition tests `step` or `fact`, not both")
         return self
 
     def steps(self) -> Iterable[str]:
@@ -105,6 +110,17 @@ class StepDef(_Strict):
     prefer: Literal["future", "past"] = "future"
     allow_new: bool = False
     private: bool = False
+    # coaching shown right after the answer, per option value (a choice, each value of a
+    # multi-choice, "yes"/"no"); texts may use the answers (`a`) and the facts (`f`)
+    react: dict[str, Texts] | None = None
+    # a date that may not be earlier than an earlier date answer (a due date after the issue)
+    not_before: str | None = None
+    # a money answer may not exceed this fact (what is still owed) and must be in the
+    # currency of `currency_fact`
+    max_fact: str | None = None
+    currency_fact: str | None = None
+    # a multi-choice saved as one row per chosen value (a checklist: buying signals)
+    each: bool = False
 
 
 class GroupDef(_Strict):
@@ -123,6 +139,13 @@ class RecordDef(_Strict):
     table: str
     parent: str | None = None
     parent_column: str | None = None
+    # columns every save of this record sets: "{now}", "{<fact path>}", or a literal code
+    fill: dict[str, str] = {}
+    # written once, when the flow is done, from all its answers (a row whose columns are all
+    # required, like an invoice); otherwise each answer is written as it comes
+    at_end: bool = False
+    # values for required columns that later questions fill in, used when the row is inserted
+    defaults: dict[str, str] = {}
 
 
 class VerdictCheck(_Strict):
@@ -163,6 +186,10 @@ class FlowDef(_Strict):
     verdict: VerdictDef | None = None
     then: str | None = None
     done: Texts | None = None
+    # what the host looks up for this flow's texts and checks (`f` in texts): named fact sets
+    uses: list[str] = []
+    # a report the host adds when the flow is done (e.g. the SPIN question mix)
+    report: str | None = None
 
 
 @dataclass(frozen=True)
@@ -297,7 +324,12 @@ def _check(flow: Flow, columns: Mapping[str, set[str]] | None, langs: tuple[str,
             raise _fail(src, f"record '{alias}'", f"unknown table '{rec.table}'")
         if rec.parent and rec.parent not in spec.records:
             raise _fail(src, f"record '{alias}'", f"parent '{rec.parent}' is not a record")
+        for column in [*rec.fill, *rec.defaults]:
+            if columns is not None and column not in columns.get(rec.table, set()):
+                raise _fail(src, f"record '{alias}'",
+                            f"`fill`: table '{rec.table}' has no column '{column}'")
     seen: set[str] = set()
+    dates: dict[str, str] = {}
 
     def check_step(step: StepDef, scope: set[str]) -> None:
         where = f"step '{step.id}'"
@@ -318,8 +350,11 @@ def _check(flow: Flow, columns: Mapping[str, set[str]] | None, langs: tuple[str,
                 raise _fail(src, where, "`options` is empty")
         elif step.options is not None:
             raise _fail(src, where, f"a {step.type} step takes no `options`")
-        if step.type in REFERENCE_TYPES and (not step.bind or step.bind not in spec.records):
+        if step.type in REFERENCE_TYPES and not step.save and (
+                not step.bind or step.bind not in spec.records):
             raise _fail(src, where, f"a {step.type} step needs `bind` naming a record")
+        if step.bind and step.bind not in spec.records:
+            raise _fail(src, where, f"`bind: {step.bind}` is not a record")
         if step.save:
             _check_save(step.save, where)
         if step.save_currency:
@@ -328,6 +363,31 @@ def _check(flow: Flow, columns: Mapping[str, set[str]] | None, langs: tuple[str,
             _check_save(step.save_currency, where)
         if step.low >= step.high:
             raise _fail(src, where, "`low` must be below `high`")
+        if step.react:
+            if step.type == "yes_no":
+                allowed = {"yes", "no"}
+            elif step.type in OPTION_TYPES:
+                allowed = {o.value for o in flow.options_for(step)}
+            else:
+                raise _fail(src, where, "`react` needs a choice, multi-choice or yes/no step")
+            for value, texts in step.react.items():
+                if value not in allowed:
+                    raise _fail(src, where, f"`react` names '{value}', not one of the options")
+                _check_texts(src, where, f"react.{value}", texts, langs)
+        if step.not_before is not None:
+            if step.type != "date":
+                raise _fail(src, where, "`not_before` only goes with a date step")
+            if step.not_before not in scope or dates.get(step.not_before) != "date":
+                raise _fail(src, where,
+                            f"`not_before: {step.not_before}` is not an earlier date step")
+        if (step.max_fact or step.currency_fact) and step.type != "money":
+            raise _fail(src, where, "`max_fact` / `currency_fact` only go with a money step")
+        if step.each and (step.type != "multi_choice" or not step.save):
+            raise _fail(src, where, "`each` needs a multi-choice step that saves")
+        if step.type in REFERENCE_TYPES and step.save and step.type != "account" \
+                and not step.bind and not step.save.endswith("_id"):
+            raise _fail(src, where, "a reference that does not `bind` must save to an *_id column")
+        dates[step.id] = step.type
         seen.add(step.id)
 
     def _check_save(target: str, where: str) -> None:
@@ -423,9 +483,15 @@ def load_flows(
     vocab = load_vocab(directory / "vocab.yaml", langs)
     if "yes_no" not in vocab:
         raise FlowError("vocab.yaml: the option list 'yes_no' is required")
+    # more option lists may come in `vocab_<area>.yaml` files (one per area of work)
+    for extra in sorted(directory.glob("vocab_*.yaml")):
+        for name, opts in load_vocab(extra, langs).items():
+            if name in vocab:
+                raise FlowError(f"{extra.name}: options '{name}' are defined twice")
+            vocab[name] = opts
     raws: dict[str, Any] = {}
     for path in sorted(directory.glob("*.yaml")):
-        if path.name != "vocab.yaml":
+        if path.name != "vocab.yaml" and not path.name.startswith("vocab_"):
             raws[path.name] = _read_yaml(path)
     flows: dict[str, Flow] = {}
     for name, raw in raws.items():
