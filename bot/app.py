@@ -48,6 +48,6 @@ def build_app(settings: Settings, *, clock: Callable[[], datetime] | None = None
     metrics = Metrics()
     coach = Coach(db, engine, renderer, clock=clock or (lambda: datetime.now(UTC)),
                   default_lang=settings.lang, default_tz=settings.tz, metrics=metrics,
-                  registry=load_commands(), admins=tuple(settings.admin_ids))
+                  registry=load_commands(settings), admins=tuple(settings.admin_ids))
     return App(settings=settings, db=db, renderer=renderer, engine=engine, coach=coach,
                metrics=metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -28,8 +29,17 @@ class Settings(BaseSettings):
     tz: str = Field("UTC", alias="SALESCOACH_TZ")
     admins: str = Field("", alias="SALESCOACH_ADMINS")
     auto_migrate: bool = Field(True, alias="SALESCOACH_AUTO_MIGRATE")
+    # a directory of the company's own document templates (proposal_md.j2 ...), searched first
+    templates_dir: Path | None = Field(None, alias="SALESCOACH_TEMPLATES_DIR")
     host: str = Field("127.0.0.1", alias="HOST")
     port: int = Field(8080, alias="PORT")
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _existing_dir(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"SALESCOACH_TEMPLATES_DIR={str(value)!r} is not a directory")
+        return value
 
     @field_validator("tz")
     @classmethod

@@ -9,10 +9,11 @@ import re
 import sys
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TextIO
 
 from bot.coach import Coach
-from dialogs.messages import Inbound, Outbound
+from dialogs.messages import Attachment, Inbound, Outbound
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,28 @@ def to_terminal(markup: str, *, color: bool) -> str:
         return {"b": "\033[1m", "i": "\033[3m", "code": "\033[36m"}[name]
 
     return html.unescape(_TAGS.sub(tag, markup))
+
+
+FILES_DIR = "salescoach-files"
+
+
+def save_attachment(folder: Path, attachment: Attachment) -> Path:
+    """Write an attachment into `folder` (created if needed) under its own name, never over an
+    existing file: `name.docx`, then `name-1.docx`, `name-2.docx` ..."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # only the last part of the name, so a name can never point outside the folder
+    name = re.sub(r"[\x00-\x1f/\\]", "_", attachment.filename).lstrip(".")
+    base = Path(name or "attachment")
+    stem, suffix = base.stem or "attachment", base.suffix
+    for number in range(10_000):
+        target = folder / (f"{stem}{suffix}" if number == 0 else f"{stem}-{number}{suffix}")
+        try:
+            with target.open("xb") as out:  # "x": fails if the file exists, even in a race
+                out.write(attachment.data)
+        except FileExistsError:
+            continue
+        return target.resolve()
+    raise FileExistsError(f"{folder}: too many files named {base}")
 
 
 def render(message: Outbound, *, color: bool) -> str:
@@ -54,6 +77,7 @@ class Console:
         stdout: TextIO = sys.stdout,
         interactive: bool | None = None,
         on_turn: Callable[[float, str], None] | None = None,
+        files_dir: Path | None = None,
     ) -> None:
         self.coach = coach
         self.user = user
@@ -64,6 +88,9 @@ class Console:
         self.interactive = stdin.isatty() if interactive is None else interactive
         self.color = self.interactive and stdout.isatty()
         self.on_turn = on_turn
+        # where received files (a generated proposal ...) are saved; relative to the working
+        # directory at the time they arrive
+        self.files_dir = files_dir if files_dir is not None else Path(FILES_DIR)
 
     def _inbound(self, text: str) -> Inbound:
         return Inbound(platform="console", org_key=self.org, user_key=self.user, text=text,
@@ -71,7 +98,14 @@ class Console:
 
     def _print(self, messages: tuple[Outbound, ...] | list[Outbound]) -> None:
         for message in messages:
-            self.stdout.write(render(message, color=self.color) + "\n\n")
+            text = render(message, color=self.color)
+            for attachment in message.attachments:
+                try:
+                    text += f"\n📎 {save_attachment(self.files_dir, attachment)}"
+                except OSError as exc:
+                    log.warning("could not save %s: %s", attachment.filename, exc)
+                    text += f"\n📎 {attachment.filename}: ✖ {exc.strerror or exc}"
+            self.stdout.write(text + "\n\n")
         self.stdout.flush()
 
     async def _read(self) -> str | None:

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from bot.settings import Settings
 from dialogs.messages import Inbound, Outbound, TurnContext
 from dialogs.render import Renderer
 from store.conversations import Speaker
@@ -54,8 +55,10 @@ class Command:
 
 
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None) -> None:
         self.commands: dict[str, Command] = {}
+        #: the app's settings, for commands that need configuration (None: the defaults)
+        self.settings = settings
 
     def add(self, name: str, handler: Handler, *, order: int = 100, hidden: bool = False) -> None:
         if name in self.commands:
@@ -63,9 +66,9 @@ class Registry:
         self.commands[name] = Command(name, handler, order, hidden)
 
 
-def load_commands() -> Registry:
+def load_commands(settings: Settings | None = None) -> Registry:
     """Every command module of this package, registered."""
-    registry = Registry()
+    registry = Registry(settings)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")
         register = getattr(module, "register", None)
