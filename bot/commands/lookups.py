@@ -1,0 +1,723 @@
+"""Quick look-ups: `account`, `opp`, `who`, `pipeline`, `stalled`, `overdue`.
+
+Each runs in the turn's unit of work (`CommandRequest.session`) with a handful of queries: the
+fuzzy search (store/search.py), then the card's data in grouped queries, the health of the
+opportunities shown (store/health.py) and the SPIN mix (store/analytics.py). Everything is
+limited to what the asker may see (store/permissions.py); someone else's record answers exactly
+like a name that does not exist.
+
+Personal notes on contacts appear only when the asker writes in a private chat (a DM, the
+console) and owns the contact or manages its owner; that message is marked `private=True` and
+the look-up is written to the audit log. In a channel they never appear.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import timedelta
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy.orm import QueryableAttribute, Session
+
+from bot.commands import CommandRequest, Registry
+from dialogs.flow import FLOWS_DIR, OptionDef, load_vocab
+from dialogs.messages import Option, Outbound
+from dialogs.render import Renderer
+from store import health as health_mod
+from store import privacy
+from store.analytics import RepStats, spin_mix, team_report
+from store.enums import OPEN_STAGES, BuyingRole, InvoiceStatus, Role
+from store.models import (
+    Account,
+    BuyingSignal,
+    CollectionAction,
+    CompetitorNote,
+    Contact,
+    Identity,
+    Invoice,
+    Opportunity,
+    Payment,
+    User,
+)
+from store.permissions import Viewer, team_of, viewer
+from store.search import Match, decide, search_accounts, search_opportunities
+
+VOCAB_FILE = "vocab.yaml"
+ROLE_ORDER = tuple(r.value for r in BuyingRole)
+INSIDER_ORDER = ("none", "low", "mid", "high")
+AGEING = ((1, 15, "1-15"), (16, 30, "16-30"), (31, 60, "31-60"), (61, 90, "61-90"),
+          (91, None, "90+"))
+SORTS = ("stage", "health", "amount", "close", "idle")
+LIST_LIMIT = 15
+
+
+# ---- small helpers ------------------------------------------------------------------------
+
+
+@cache
+def _vocab() -> dict[str, tuple[OptionDef, ...]]:
+    return load_vocab(FLOWS_DIR / VOCAB_FILE)
+
+
+def _vocab_label(kind: str, code: str | None, lang: str) -> str | None:
+    if not code:
+        return None
+    try:
+        options = _vocab().get(kind, ())
+    except Exception:  # the vocabulary is checked at start-up; a label is not worth failing for
+        options = ()
+    for option in options:
+        if option.value == code:
+            return option.label(lang)
+    return code
+
+
+def _label(req: CommandRequest, group: str, code: str | None) -> str:
+    """The short label of a code (`lk.stage.value` ...), or the code itself if unknown."""
+    if not code:
+        return "—"
+    key = f"lk.{group}.{code}"
+    catalog = req.renderer.catalogs.get(req.ctx.lang) or req.renderer.catalogs["en"]
+    if key not in catalog and key not in req.renderer.catalogs["en"]:
+        return code
+    return req.text(key)
+
+
+def money(amount: Decimal | None, currency: str | None) -> str:
+    if amount is None:
+        return "—"
+    value = Decimal(amount)
+    text = f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,.2f}"
+    return f"{currency} {text}" if currency else text
+
+
+def _amounts(sums: dict[str, Decimal]) -> str:
+    return " + ".join(money(v, c or None) for c, v in sorted(sums.items())) or "—"
+
+
+def _viewer(req: CommandRequest) -> Viewer:
+    s = req.speaker
+    return viewer(req.session, s.org_id, s.user_id, s.role)
+
+
+def _error(req: CommandRequest, key: str, **params: Any) -> list[Outbound]:
+    return [Outbound(req.text(key, **params), kind="error")]
+
+
+def reason_text(renderer: Renderer, lang: str, reason: health_mod.Reason) -> str:
+    """A health reason as a sentence in `lang` (also for the digest)."""
+    params = dict(reason.params)
+
+    def label(group: str, code: Any) -> str:
+        key = f"lk.{group}.{code}"
+        return str(renderer.text(lang, key)) if key in renderer.catalogs["en"] else str(code)
+
+    if "missing" in params:
+        params["missing"] = ", ".join(label("check", c) for c in params["missing"])
+    for name, group in (("stage", "stage"), ("phase", "phase"), ("level", "insider"),
+                        ("relationship", "rel")):
+        if name in params:
+            params[name] = label(group, params[name])
+    return str(renderer.text(lang, f"health.{reason.code}", **params))
+
+
+def _health_view(req: CommandRequest, found: health_mod.Health | None) -> dict[str, Any] | None:
+    if found is None:
+        return None
+    return {"score": found.score,
+            "problems": [reason_text(req.renderer, req.ctx.lang, r) for r in found.problems],
+            "good": [reason_text(req.renderer, req.ctx.lang, r) for r in found.reasons
+                     if r.ok]}
+
+
+def _pick(req: CommandRequest, command: str, typed: str, matches: list[Match]) -> list[Outbound]:
+    """Several matches: a short list of command lines to type (or tap)."""
+    names = [m.name for m in matches]
+    lines: list[dict[str, str | None]] = []
+    options: list[Option] = []
+    for m in matches:
+        arg = m.name if names.count(m.name) == 1 else f"#{m.short_id}"
+        line = f"{command} {arg}"
+        lines.append({"line": line, "name": m.name, "context": m.context})
+        options.append(Option(value=line, label=f"{m.name} — {m.context}" if m.context
+                              else m.name))
+    text = req.renderer.template("lookup_pick.j2", req.ctx.lang, typed=typed, lines=lines)
+    return [Outbound(text, kind="pick", options=tuple(options))]
+
+
+def _personal_allowed(req: CommandRequest, who: Viewer, *owners: uuid.UUID | None) -> bool:
+    return req.inbound.chat == "private" and who.may_see_personal(*owners)
+
+
+def _audit_personal(req: CommandRequest, command: str, contact_ids: list[uuid.UUID]) -> None:
+    for contact_id in contact_ids:
+        privacy.audit(req.session, org_id=req.speaker.org_id, user_id=req.speaker.user_id,
+                      action="view_personal", subject_type="contact", subject_id=contact_id,
+                      now=req.now, detail={"command": command,
+                                           "platform": req.inbound.platform})
+
+
+def _contacts_view(req: CommandRequest, who: Viewer, account: Account, command: str,
+                   *, key_only: bool
+                   ) -> tuple[list[dict[str, Any]], list[uuid.UUID], bool, str | None]:
+    """Contacts of an account ordered by buying role; which personal notes were shown; whether
+    notes exist that this chat may not show; the insider level reached (over all contacts)."""
+    rows = req.session.execute(
+        select(Contact).where(Contact.org_id == account.org_id,
+                              Contact.account_id == account.id).order_by(Contact.name)
+    ).scalars().all()
+    names = {c.id: c.name for c in rows}
+    shown: list[uuid.UUID] = []
+    hidden = False
+    out = []
+    levels = [c.insider_level for c in rows if c.insider_level in INSIDER_ORDER]
+    insider = max(levels, key=INSIDER_ORDER.index) if levels else None
+    for c in rows:
+        roles = [r for r in ROLE_ORDER if r in (c.buying_roles or [])]
+        if key_only and not roles:
+            continue
+        personal = None
+        if c.personal_notes:
+            if _personal_allowed(req, who, c.owner_id, account.owner_id):
+                personal = c.personal_notes
+                shown.append(c.id)
+            elif who.may_see_personal(c.owner_id, account.owner_id):
+                hidden = True
+        out.append({
+            "id": c.id, "name": c.name, "title": c.title,
+            "roles": [_label(req, "role", r) for r in roles], "role_codes": roles,
+            "rel": _label(req, "rel", c.relationship_stage) if c.relationship_stage else None,
+            "style": _label(req, "style", c.comm_style)
+            if c.comm_style and c.comm_style != "unknown" else None,
+            "insider": _label(req, "insider", c.insider_level)
+            if c.insider_level and c.insider_level != "none" else None,
+            "reports_to": names.get(c.reports_to_id) if c.reports_to_id else None,
+            "work_notes": c.work_notes, "personal": personal,
+            "rank": min((ROLE_ORDER.index(r) for r in roles), default=len(ROLE_ORDER)),
+        })
+    out.sort(key=lambda c: (c["rank"], c["name"]))
+    if shown:
+        _audit_personal(req, command, shown)
+    return out, shown, hidden, insider
+
+
+def _open_invoices(req: CommandRequest, where: ColumnElement[bool]) -> list[dict[str, Any]]:
+    paid = (select(Payment.invoice_id, func.sum(Payment.amount).label("paid"))
+            .group_by(Payment.invoice_id).subquery())
+    rows = req.session.execute(
+        select(Invoice.number, Invoice.amount, Invoice.currency, Invoice.due_on,
+               func.coalesce(paid.c.paid, 0))
+        .outerjoin(paid, paid.c.invoice_id == Invoice.id)
+        .where(where, Invoice.status == InvoiceStatus.OPEN).order_by(Invoice.due_on))
+    today = req.ctx.today
+    out = []
+    for number, amount, currency, due_on, got in rows:
+        outstanding = Decimal(str(amount)) - Decimal(str(got))
+        out.append({"number": number, "outstanding": money(outstanding, currency),
+                    "due": due_on.isoformat(),
+                    "overdue": max(0, (today - due_on).days)})
+    return out
+
+
+def _competitors(session: Session, account_id: uuid.UUID) -> list[dict[str, Any]]:
+    return [{"name": n.competitor, "strengths": n.strengths, "weaknesses": n.weaknesses}
+            for n in session.execute(select(CompetitorNote).where(
+                CompetitorNote.account_id == account_id).order_by(CompetitorNote.competitor)
+            ).scalars()]
+
+
+def _owner_names(session: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
+    if not ids:
+        return {}
+    return {user_id: name for user_id, name in session.execute(
+        select(User.id, User.display_name).where(User.id.in_(sorted(ids))))}
+
+
+def _opp_line(req: CommandRequest, o: Opportunity, found: health_mod.Health | None,
+              owner: str | None = None, account: str | None = None) -> dict[str, Any]:
+    return {"name": o.name, "account": account, "stage": _label(req, "stage", o.stage),
+            "phase": _label(req, "phase", o.phase) if o.phase else None,
+            "amount": money(o.amount, o.currency or "CNY") if o.amount is not None else None,
+            "close": o.expected_close.isoformat() if o.expected_close else None,
+            "next_step": o.next_step,
+            "next_due": o.next_step_due.isoformat() if o.next_step_due else None,
+            "owner": owner, "health": _health_view(req, found)}
+
+
+def _private_note(req: CommandRequest, shown: list[uuid.UUID], hidden: bool) -> str | None:
+    if hidden and not shown:
+        return req.text("lk.personal_hidden")
+    return None
+
+
+# ---- account --------------------------------------------------------------------------------
+
+
+def account_card(req: CommandRequest) -> Sequence[Outbound]:
+    if not req.arg:
+        return _error(req, "lk.usage.account")
+    who = _viewer(req)
+    matches = search_accounts(req.session, who, req.arg)
+    chosen = decide(matches)
+    if chosen is None:
+        if not matches:
+            return _error(req, "lk.none.account", typed=req.arg[:80])
+        return _pick(req, "account", req.arg[:80], matches)
+    session = req.session
+    account = session.get(Account, chosen.id)
+    assert account is not None
+    opps = session.execute(select(Opportunity).where(Opportunity.account_id == account.id)
+                           .order_by(Opportunity.stage_entered_at.desc())).scalars().all()
+    open_opps = [o for o in opps if o.stage in OPEN_STAGES]
+    healths = health_mod.health_of_ids(session, account.org_id, [o.id for o in open_opps],
+                                       now=req.now, today=req.ctx.today)
+    owners = _owner_names(session, {account.owner_id, *(o.owner_id for o in opps)})
+    furthest = max((o.stage for o in open_opps), key=lambda s: health_mod.STAGE_INDEX[s],
+                   default=None)
+    contacts, shown, hidden, insider = _contacts_view(req, who, account, "account",
+                                                      key_only=True)
+    view = {
+        "name": account.name,
+        "status": _label(req, "status", account.status),
+        "owner": owners.get(account.owner_id),
+        "industry": _vocab_label("industry", account.industry, req.ctx.lang),
+        "nature": _vocab_label("nature", account.nature, req.ctx.lang),
+        "size": f"{account.size_employees:,}" if account.size_employees else None,
+        "last_purchase": money(account.last_purchase_amount,
+                               account.last_purchase_currency or "CNY")
+        if account.last_purchase_amount is not None else None,
+        "satisfaction": account.last_purchase_satisfaction,
+        "step": _label(req, "stage", furthest) if furthest else None,
+        "opps": [_opp_line(req, o, healths.get(o.id), owners.get(o.owner_id)) for o in open_opps],
+        "closed": [{"name": o.name, "stage": _label(req, "stage", o.stage)}
+                   for o in opps if o.stage not in OPEN_STAGES],
+        "contacts": contacts,
+        "insider": _label(req, "insider", insider) if insider else None,
+        "competitors": _competitors(session, account.id),
+        "invoices": _open_invoices(req, Invoice.account_id == account.id),
+        "personal_hidden": _private_note(req, shown, hidden),
+    }
+    text = req.renderer.template("lookup_account.j2", req.ctx.lang, a=view)
+    return [Outbound(text, kind="card", private=bool(shown))]
+
+
+# ---- opp ------------------------------------------------------------------------------------
+
+
+def opp_card(req: CommandRequest) -> Sequence[Outbound]:
+    if not req.arg:
+        return _error(req, "lk.usage.opp")
+    who = _viewer(req)
+    matches = search_opportunities(req.session, who, req.arg)
+    chosen = decide(matches)
+    if chosen is None:
+        if not matches:
+            return _error(req, "lk.none.opp", typed=req.arg[:80])
+        return _pick(req, "opp", req.arg[:80], matches)
+    session = req.session
+    opp = session.get(Opportunity, chosen.id)
+    assert opp is not None
+    account = session.get(Account, opp.account_id)
+    assert account is not None
+    found = health_mod.health_of_ids(session, opp.org_id, [opp.id], now=req.now,
+                                     today=req.ctx.today).get(opp.id)
+    owners = _owner_names(session, {opp.owner_id})
+    mix = spin_mix(session, opp.org_id, opportunity_id=opp.id)
+    signals = session.execute(
+        select(BuyingSignal.signal, BuyingSignal.note, BuyingSignal.observed_at)
+        .where(BuyingSignal.opportunity_id == opp.id)
+        .order_by(BuyingSignal.observed_at.desc())).all()
+    contacts, shown, hidden, insider = _contacts_view(req, who, account, "opp", key_only=True)
+    checks = [{"label": _label(req, "check", c),
+               "ok": health_mod.passed((opp.qualification or {}).get(c))}
+              for c in ("need", "timetable", "budget", "can_win", "worth_it", "our_strength")]
+    view = {
+        **_opp_line(req, opp, found, owners.get(opp.owner_id), account.name),
+        "open": opp.stage in OPEN_STAGES,
+        "checks": checks,
+        "spin": {"s": mix.s, "p": mix.p, "i": mix.i, "n": mix.n, "total": mix.total,
+                 "feedback": req.text(f"spin.fb.{mix.feedback}")},
+        "signals": [{"signal": _label(req, "signal", s), "note": n,
+                     "date": at.date().isoformat() if at else None}
+                    for s, n, at in signals[:3]],
+        "signal_count": len(signals),
+        "contacts": contacts,
+        "insider": _label(req, "insider", insider) if insider else None,
+        "competitors": _competitors(session, account.id),
+        "invoices": _open_invoices(req, Invoice.opportunity_id == opp.id),
+        "personal_hidden": _private_note(req, shown, hidden),
+    }
+    text = req.renderer.template("lookup_opp.j2", req.ctx.lang, o=view)
+    return [Outbound(text, kind="card", private=bool(shown))]
+
+
+# ---- who ------------------------------------------------------------------------------------
+
+
+def who_map(req: CommandRequest) -> Sequence[Outbound]:
+    if not req.arg:
+        return _error(req, "lk.usage.who")
+    who = _viewer(req)
+    matches = search_accounts(req.session, who, req.arg)
+    chosen = decide(matches)
+    if chosen is None:
+        if not matches:
+            return _error(req, "lk.none.account", typed=req.arg[:80])
+        return _pick(req, "who", req.arg[:80], matches)
+    account = req.session.get(Account, chosen.id)
+    assert account is not None
+    contacts, shown, hidden, _insider = _contacts_view(req, who, account, "who",
+                                                       key_only=False)
+    roles = []
+    for role in ROLE_ORDER:
+        roles.append({"label": _label(req, "role", role), "hint": req.text(f"lk.who.{role}"),
+                      "contacts": [c for c in contacts if role in c["role_codes"]]})
+    others = [c for c in contacts if not c["role_codes"]]
+    text = req.renderer.template("lookup_who.j2", req.ctx.lang, account=account.name, roles=roles,
+                                 others=others, personal_hidden=_private_note(req, shown,
+                                                                              hidden))
+    return [Outbound(text, kind="card", private=bool(shown))]
+
+
+# ---- whose data: @rep | team ------------------------------------------------------------------
+
+
+class _Scope:
+    def __init__(self, owners: frozenset[uuid.UUID] | None, label: str) -> None:
+        self.owners = owners
+        self.label = label
+
+    def clause(self, column: ColumnElement[Any] | QueryableAttribute[Any]
+               ) -> ColumnElement[bool]:
+        if self.owners is None:
+            return column.is_not(None)
+        return column.in_(sorted(self.owners))
+
+    def owned(self, owner: QueryableAttribute[Any], org: QueryableAttribute[Any],
+              org_id: uuid.UUID) -> ColumnElement[bool]:
+        """Rows of these owners. Users belong to one org, so a list of owners needs no org
+        filter — and without it SQLite reads the owner index instead of the whole org."""
+        if self.owners is None:
+            return org == org_id
+        return owner.in_(sorted(self.owners))
+
+
+def _find_user(session: Session, org_id: uuid.UUID, name: str) -> uuid.UUID | None:
+    key = name.casefold()
+    rows = session.execute(
+        select(User.id, User.display_name, Identity.external_id, Identity.username)
+        .outerjoin(Identity, Identity.user_id == User.id).where(User.org_id == org_id)).all()
+    exact = {r[0] for r in rows if key in {(r[1] or "").casefold(), (r[2] or "").casefold(),
+                                          (r[3] or "").casefold()}}
+    if len(exact) == 1:
+        return exact.pop()
+    partial = {r[0] for r in rows if key in (r[1] or "").casefold()}
+    return partial.pop() if len(partial) == 1 else None
+
+
+def _scope(req: CommandRequest, who: Viewer, tokens: list[str]
+           ) -> tuple[_Scope | None, list[str]]:
+    """The owners a pipeline-like command covers; None when the asker may not see them."""
+    rest: list[str] = []
+    scope = _Scope(frozenset({who.user_id}), req.text("lk.scope.mine"))
+    for token in tokens:
+        if token.startswith("@") and len(token) > 1:
+            user_id = _find_user(req.session, who.org_id, token[1:])
+            if user_id is None or not who.can_see(user_id):
+                return None, rest
+            name = req.session.execute(select(User.display_name).where(User.id == user_id)
+                                       ).scalar()
+            scope = _Scope(frozenset({user_id}), str(name))
+        elif token.casefold() in {"team", "团队", "all", "全部"}:
+            if who.role == Role.REP:
+                scope = _Scope(frozenset({who.user_id}), req.text("lk.scope.mine"))
+            else:
+                scope = _Scope(who.visible_owners, req.text("lk.scope.team"))
+        else:
+            rest.append(token)
+    return scope, rest
+
+
+_SORT_ALIASES = {"stage": "stage", "阶段": "stage", "health": "health", "健康": "health",
+                 "amount": "amount", "金额": "amount", "close": "close", "成交": "close",
+                 "idle": "idle", "activity": "idle", "停滞": "idle", "活动": "idle"}
+
+
+def pipeline(req: CommandRequest) -> Sequence[Outbound]:
+    who = _viewer(req)
+    scope, rest = _scope(req, who, req.arg.split())
+    if scope is None:
+        return _error(req, "lk.not_yours")
+    sort = "stage"
+    for token in rest:
+        if token.casefold() not in _SORT_ALIASES:
+            return _error(req, "lk.bad_sort", typed=token[:40], sorts=", ".join(SORTS))
+        sort = _SORT_ALIASES[token.casefold()]
+    session, org_id = req.session, who.org_id
+    where = and_(scope.owned(Opportunity.owner_id, Opportunity.org_id, org_id),
+                 Opportunity.stage.in_(sorted(OPEN_STAGES)))
+    funnel: dict[str, dict[str, Any]] = {}
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    count = 0
+    for stage, currency, n, amount in session.execute(
+            select(Opportunity.stage, Opportunity.currency, func.count(),
+                   func.sum(Opportunity.amount))
+            .where(where).group_by(Opportunity.stage, Opportunity.currency)):
+        row = funnel.setdefault(stage, {"count": 0, "sums": defaultdict(Decimal)})
+        row["count"] += n
+        count += n
+        if amount is not None:
+            row["sums"][currency or "CNY"] += Decimal(str(amount))
+            totals[currency or "CNY"] += Decimal(str(amount))
+    widest = max((r["count"] for r in funnel.values()), default=0)
+    steps = [{"label": _label(req, "stage", s), "count": funnel[s]["count"],
+              "amount": _amounts(funnel[s]["sums"]),
+              "bar": "█" * max(1, round(10 * funnel[s]["count"] / widest))}
+             for s in health_mod.STAGE_ORDER if s in funnel]
+    idle_since = func.coalesce(Opportunity.last_activity_at, Opportunity.stage_entered_at,
+                               Opportunity.created_at)
+    base = (select(Opportunity, Account.name).join(Account, Account.id == Opportunity.account_id)
+            .where(where))
+    if sort == "health":
+        healths = health_mod.health_of(session, org_id, select(Opportunity.id).where(where),
+                                       now=req.now, today=req.ctx.today)
+        worst = sorted(healths.values(), key=lambda h: (h.score, str(h.opportunity_id)))
+        ids = [h.opportunity_id for h in worst[:LIST_LIMIT]]
+        order = {i: n for n, i in enumerate(ids)}
+        rows = sorted(session.execute(base.where(Opportunity.id.in_(ids))).all(),
+                      key=lambda r: order[r[0].id])
+    else:
+        ordering: list[Any] = {  # type: ignore[assignment]
+            "stage": [Opportunity.stage_entered_at.desc()],
+            "amount": [Opportunity.amount.desc().nulls_last()],
+            "close": [Opportunity.expected_close.asc().nulls_last()],
+            "idle": [idle_since.asc()],
+        }[sort]
+        if sort == "stage":
+            # funnel order, furthest first
+            ordering = [case({s: i for i, s in enumerate(health_mod.STAGE_ORDER)},
+                             value=Opportunity.stage).desc(),
+                        Opportunity.amount.desc().nulls_last()]
+        rows = list(session.execute(base.order_by(*ordering, Opportunity.id)
+                                    .limit(LIST_LIMIT)).all())
+        healths = health_mod.health_of_ids(session, org_id, [r[0].id for r in rows],
+                                           now=req.now, today=req.ctx.today)
+    owners = _owner_names(session, {r[0].owner_id for r in rows})
+    show_owner = scope.owners is None or len(scope.owners) > 1
+    items = []
+    for opp, account_name in rows:
+        line = _opp_line(req, opp, healths.get(opp.id),
+                         owners.get(opp.owner_id) if show_owner else None, account_name)
+        items.append(line)
+    text = req.renderer.template(
+        "lookup_pipeline.j2", req.ctx.lang, scope=scope.label, steps=steps, count=count,
+        total=_amounts(totals), items=items, more=max(0, count - len(items)),
+        sort=req.text(f"lk.sort.{sort}"))
+    return [Outbound(text, kind="card")]
+
+
+# ---- stalled ----------------------------------------------------------------------------------
+
+
+def stalled(req: CommandRequest) -> Sequence[Outbound]:
+    who = _viewer(req)
+    scope, _rest = _scope(req, who, req.arg.split() or ["team"])
+    if scope is None:
+        return _error(req, "lk.not_yours")
+    session, org_id = req.session, who.org_id
+    limits = health_mod.stalled_days(session, org_id)
+    idle_since = func.coalesce(Opportunity.last_activity_at, Opportunity.stage_entered_at,
+                               Opportunity.created_at)
+    idle = or_(*[and_(Opportunity.stage == stage,
+                      idle_since < req.now - timedelta(days=limits.get(stage, 21)))
+                 for stage in sorted(OPEN_STAGES)])
+    late = Opportunity.next_step_due < req.ctx.today
+    where = and_(scope.owned(Opportunity.owner_id, Opportunity.org_id, org_id),
+                 Opportunity.stage.in_(sorted(OPEN_STAGES)), or_(idle, late))
+    total = session.execute(select(func.count()).select_from(Opportunity).where(where)).scalar()
+    rows = session.execute(
+        select(Opportunity, Account.name, idle_since)
+        .join(Account, Account.id == Opportunity.account_id)
+        .where(where).order_by(idle_since.asc(), Opportunity.id).limit(LIST_LIMIT * 2)).all()
+    owners = _owner_names(session, {r[0].owner_id for r in rows})
+    items = []
+    for opp, account_name, since in rows:
+        days = max(0, (req.now - since).days) if since else 0
+        limit = limits.get(opp.stage, 21)
+        late_days = (req.ctx.today - opp.next_step_due).days if (
+            opp.next_step_due and opp.next_step_due < req.ctx.today) else 0
+        why = []
+        if days > limit:
+            why.append(req.text("lk.stalled.idle", days=days, limit=limit))
+        if late_days:
+            why.append(req.text("lk.stalled.late", days=late_days))
+        items.append({"name": opp.name, "account": account_name,
+                      "stage": _label(req, "stage", opp.stage), "why": "; ".join(why),
+                      "owner": owners.get(opp.owner_id), "next_step": opp.next_step})
+    text = req.renderer.template("lookup_stalled.j2", req.ctx.lang, scope=scope.label,
+                                 items=items, total=int(total or 0),
+                                 more=max(0, int(total or 0) - len(items)))
+    return [Outbound(text, kind="card")]
+
+
+# ---- overdue ----------------------------------------------------------------------------------
+
+
+def _bucket(days: int) -> str:
+    for low, high, label in AGEING:
+        if days >= low and (high is None or days <= high):
+            return label
+    return AGEING[-1][2]
+
+
+def overdue(req: CommandRequest) -> Sequence[Outbound]:
+    who = _viewer(req)
+    scope, _rest = _scope(req, who, req.arg.split() or ["team"])
+    if scope is None:
+        return _error(req, "lk.not_yours")
+    session, org_id, today = req.session, who.org_id, req.ctx.today
+    paid = (select(Payment.invoice_id, func.sum(Payment.amount).label("paid"))
+            .where(Payment.org_id == org_id).group_by(Payment.invoice_id).subquery())
+    owner = func.coalesce(Opportunity.owner_id, Account.owner_id)
+    rows = session.execute(
+        select(Invoice.id, Invoice.number, Invoice.amount, Invoice.currency, Invoice.due_on,
+               func.coalesce(paid.c.paid, 0), Account.name, owner)
+        .join(Account, Account.id == Invoice.account_id)
+        .outerjoin(Opportunity, Opportunity.id == Invoice.opportunity_id)
+        .outerjoin(paid, paid.c.invoice_id == Invoice.id)
+        .where(Invoice.org_id == org_id, Invoice.status == InvoiceStatus.OPEN,
+               Invoice.due_on < today, scope.clause(owner))
+        .order_by(Invoice.due_on, Invoice.number)).all()
+    buckets: dict[str, dict[str, Any]] = {label: {"label": label, "count": 0,
+                                                  "sums": defaultdict(Decimal)}
+                                          for _l, _h, label in AGEING}
+    totals: dict[str, Decimal] = defaultdict(Decimal)
+    items = []
+    for invoice_id, number, amount, currency, due_on, got, account_name, owner_id in rows:
+        outstanding = Decimal(str(amount)) - Decimal(str(got))
+        if outstanding <= 0:
+            continue
+        days = (today - due_on).days
+        bucket = buckets[_bucket(days)]
+        bucket["count"] += 1
+        bucket["sums"][currency] += outstanding
+        totals[currency] += outstanding
+        items.append({"id": invoice_id, "number": number, "account": account_name,
+                      "outstanding": money(outstanding, currency), "days": days,
+                      "owner_id": owner_id, "bucket": bucket["label"]})
+    shown = items[:LIST_LIMIT * 2]
+    last_rung: dict[uuid.UUID, str] = {}
+    if shown:
+        for invoice_id, rung in session.execute(
+                select(CollectionAction.invoice_id, CollectionAction.rung)
+                .where(CollectionAction.invoice_id.in_([i["id"] for i in shown]))
+                .order_by(CollectionAction.done_at)):
+            last_rung[invoice_id] = rung
+    owners = _owner_names(session, {i["owner_id"] for i in shown})
+    for item in shown:
+        latest = last_rung.get(item["id"])
+        item["last"] = (req.text("lk.overdue.last", rung=_label(req, "rung", latest)) if latest
+                        else req.text("lk.overdue.no_action"))
+        item["owner"] = owners.get(item["owner_id"])
+    text = req.renderer.template(
+        "lookup_overdue.j2", req.ctx.lang, scope=scope.label,
+        buckets=[{"label": b["label"], "count": b["count"], "amount": _amounts(b["sums"])}
+                 for b in buckets.values() if b["count"]],
+        total=_amounts(totals), count=len(items), items=shown,
+        more=max(0, len(items) - len(shown)))
+    return [Outbound(text, kind="card")]
+
+
+# ---- analytics --------------------------------------------------------------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{round(100 * value)}%"
+
+
+def _rep_view(req: CommandRequest, stats: RepStats) -> dict[str, Any]:
+    steps = []
+    for stage in health_mod.STAGE_ORDER:
+        flow = stats.steps.get(stage)
+        stalled_here = stats.stalled_by_step.get(stage, 0)
+        if flow is None and not stalled_here:
+            continue
+        steps.append({"label": _label(req, "stage", stage),
+                      "conversion": _pct(flow.conversion if flow else None),
+                      "exits": flow.exits if flow else 0,
+                      "days": f"{flow.mean_days:.0f}" if flow and flow.mean_days is not None
+                      else "—",
+                      "stalled": stalled_here})
+    mix = stats.spin
+    return {"name": stats.name,
+            "spin": {k: _pct(mix.share(k)) if mix.total else "—" for k in "SPIN"},
+            "spin_total": mix.total, "steps": steps, "open": stats.open_total,
+            "stalled": stats.stalled_total,
+            "dso": f"{stats.dso:.0f}" if stats.dso is not None else "—",
+            "days_to_pay": f"{stats.mean_days_to_pay:.0f}"
+            if stats.mean_days_to_pay is not None else "—"}
+
+
+def analytics(req: CommandRequest) -> Sequence[Outbound]:
+    who = _viewer(req)
+    tokens = req.arg.split()
+    days = 30
+    rest = []
+    for token in tokens:
+        if token.isdigit():
+            days = int(token)
+            if not 1 <= days <= 366:
+                return _error(req, "lk.analytics.bad_days", typed=token[:10])
+        else:
+            rest.append(token)
+    default = [] if rest else (["team"] if who.role != Role.REP else [])
+    scope, leftover = _scope(req, who, rest + default)
+    if scope is None:
+        return _error(req, "lk.not_yours")
+    if leftover:
+        return _error(req, "lk.analytics.usage")
+    session = req.session
+    if scope.owners is None:
+        users = set(session.execute(select(User.id).where(User.org_id == who.org_id,
+                                                          User.active.is_(True))).scalars())
+    else:
+        users = set(scope.owners)
+    compare = set(users)
+    if len(users) == 1:  # one rep: compared with their manager's team
+        manager = session.execute(select(User.manager_id).where(User.id == next(iter(users)))
+                                  ).scalar()
+        if manager is not None:
+            compare |= set(team_of(session, manager)) - {manager}
+    start = req.now - timedelta(days=days)
+    report = team_report(session, who.org_id, compare, start=start, end=req.now, now=req.now)
+    reps = []
+    for stats in report.reps:
+        if stats.user_id not in users:
+            continue
+        if not (stats.spin.total or stats.steps or stats.open_total or stats.invoiced
+                or stats.receivables):
+            continue  # nothing to say about them (e.g. a manager who sells nothing)
+        view = _rep_view(req, stats)
+        view["advice"] = [req.text(f"coach.{a.code}", **{
+            k: (_label(req, "stage", v) if k == "stage" else v) for k, v in a.params.items()})
+            for a in report.advice.get(stats.user_id, [])]
+        reps.append(view)
+    text = req.renderer.template("lookup_analytics.j2", req.ctx.lang, scope=scope.label,
+                                 days=days, reps=reps, team=_rep_view(req, report.team))
+    return [Outbound(text, kind="card")]
+
+
+def register(registry: Registry) -> None:
+    registry.add("account", account_card, order=40)
+    registry.add("opp", opp_card, order=41)
+    registry.add("who", who_map, order=42)
+    registry.add("pipeline", pipeline, order=43)
+    registry.add("stalled", stalled, order=44)
+    registry.add("overdue", overdue, order=45)
+    registry.add("analytics", analytics, order=46)
+
