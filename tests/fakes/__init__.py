@@ -1,0 +1,1 @@
+"""Local fake platform servers for offline tests: the real client libraries talk to them."""
