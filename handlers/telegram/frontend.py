@@ -1,0 +1,670 @@
+"""The coach in Telegram: python-telegram-bot's Application, over a webhook or long polling.
+
+The adapter translates and nothing else. Every text, command and button tap becomes an
+`Inbound` for `Coach.handle` (which owns dialog state and dedupes by event id); the replies are
+sent back as HTML messages with inline keyboards. PTB's ConversationHandler and persistence are
+not used: the conversation core and the store keep the state.
+
+Where things go:
+- private chat: everything, as in the console; `/start` greets, `/start <payload>` (a deep
+  link) runs the command it names.
+- a group: `/channel` and look-ups run there (what is `private` goes to the asker's private
+  chat); a dialog command answers with a button that opens the private chat at that dialog,
+  since a questionnaire does not belong in a group and a bot cannot write first to someone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import html
+import json
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from datetime import timedelta
+from typing import Any
+
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from telegram import (
+    BotCommand,
+    BotCommandScopeAllGroupChats,
+    BotCommandScopeAllPrivateChats,
+    CallbackQuery,
+    Chat,
+    ChatMemberUpdated,
+    InlineKeyboardMarkup,
+    InputFile,
+    LinkPreviewOptions,
+    Message,
+    ReplyParameters,
+    Update,
+    User,
+)
+from telegram.constants import ChatMemberStatus, ChatType, ParseMode
+from telegram.error import (
+    BadRequest,
+    ChatMigrated,
+    Forbidden,
+    InvalidToken,
+    RetryAfter,
+    TelegramError,
+)
+from telegram.ext import Application, CallbackContext, ExtBot, TypeHandler
+
+from bot.app import App
+from bot.coach import Reply, plain
+from bot.delivery import DeliveryError, Target
+from dialogs.messages import Inbound, Outbound
+from handlers.telegram import keyboards as kb
+from handlers.telegram.limiter import FloodLimiter, Limits, retry_after_seconds
+from handlers.telegram.render import (
+    MAX_CAPTION,
+    escape_label,
+    keyboard,
+    link_keyboard,
+    parse_callback,
+    split_html,
+    telegram_html,
+    utf16_len,
+)
+from store.db import ConfigError
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "telegram"
+WEBHOOK_PATH = "/telegram/webhook"
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
+GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
+KEYBOARD_RETENTION = timedelta(days=60)
+# a Telegram menu command: 1-32 of a-z, 0-9, _
+MENU_COMMAND = re.compile(r"[a-z0-9_]{1,32}")
+_SLASH = re.compile(r"^/([^\s@]+)(?:@(\S+))?(.*)$", re.DOTALL)
+# controls that show something and leave the question open (the keyboard stays)
+REPEATABLE_CONTROLS = frozenset({"tip"})
+
+AnyApplication = Application[Any, Any, Any, Any, Any, Any]
+Context = CallbackContext[ExtBot[Any], Any, Any, Any]
+
+
+class TelegramConfigError(ConfigError, ValueError):
+    """Settings that cannot work together; the message says what to fix."""
+
+
+def lang_hint(user: User | None) -> str | None:
+    code = (user.language_code or "").lower() if user is not None else ""
+    if code.startswith("zh"):
+        return "zh"
+    if code.startswith("en"):
+        return "en"
+    return None
+
+
+def display_name(user: User) -> str:
+    return user.full_name or user.username or str(user.id)
+
+
+class _ChatLocks:
+    """One update at a time per chat, so a chat's turns keep their order; chats run in
+    parallel."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class TelegramFrontEnd:
+    """The Telegram `FrontEnd` (see bot/delivery.py)."""
+
+    platform = PLATFORM
+
+    def __init__(self, app: App, *, limits: Limits | None = None, poll_timeout: float = 10.0,
+                 poll_interval: float = 0.0) -> None:
+        settings = app.settings
+        token = settings.telegram_bot_token
+        if not token:
+            raise TelegramConfigError("TELEGRAM_BOT_TOKEN is not set")
+        if ":" not in token:
+            raise TelegramConfigError("TELEGRAM_BOT_TOKEN looks wrong: BotFather's tokens look "
+                                      "like 123456789:AA…")
+        self.webhook_url = settings.telegram_webhook_url or None
+        self.secret = settings.telegram_webhook_secret or None
+        if self.webhook_url and not self.secret:
+            raise TelegramConfigError(
+                "TELEGRAM_WEBHOOK_URL is set but TELEGRAM_WEBHOOK_SECRET is not: set a secret "
+                "(1-256 characters A-Z a-z 0-9 _ -) so only Telegram can call the webhook")
+        if self.secret and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", self.secret):
+            raise TelegramConfigError("TELEGRAM_WEBHOOK_SECRET may only hold 1-256 characters "
+                                      "A-Z a-z 0-9 _ -")
+        if self.webhook_url and not self.webhook_url.startswith("https://"):
+            raise TelegramConfigError("TELEGRAM_WEBHOOK_URL must be an https:// URL (Telegram "
+                                      "calls webhooks over HTTPS only)")
+        self.app = app
+        self.coach = app.coach
+        self.r = app.renderer
+        self.default_lang = settings.lang
+        self.poll_timeout = poll_timeout
+        self.poll_interval = poll_interval
+        self.limiter = FloodLimiter(limits)
+        builder = (Application.builder().token(token).base_url(settings.telegram_api_url)
+                   .rate_limiter(self.limiter).concurrent_updates(256))
+        if self.webhook_url:
+            builder = builder.updater(None)
+        self.application: AnyApplication = builder.build()
+        self.application.add_handler(TypeHandler(Update, self._dispatch))
+        self.application.add_error_handler(self._on_error)
+        self.bot = self.application.bot
+        self.bot_id = token.split(":", 1)[0]
+        self.username = ""
+        self._locks = _ChatLocks()
+        # commands that open a dialog: in a group they answer with a link to the private chat
+        self.dialog_commands = {*self.coach.flow_commands, "resume"}
+
+    # ---- life cycle ---------------------------------------------------------------------------
+
+    def routes(self) -> Sequence[BaseRoute]:
+        return [Route(WEBHOOK_PATH, self._webhook, methods=["POST"])]
+
+    async def start(self) -> None:
+        try:
+            await self.application.initialize()  # getMe: the bot's id and username
+        except InvalidToken as exc:
+            raise TelegramConfigError(
+                "Telegram refused TELEGRAM_BOT_TOKEN: check it with @BotFather (/token), "
+                "and TELEGRAM_API_URL if you run your own Bot API server") from exc
+        self.bot_id = str(self.bot.id)
+        self.username = self.bot.username or ""
+        try:
+            await self.set_commands()
+        except TelegramError:  # a missing menu must not keep the coach from serving
+            log.exception("telegram: setMyCommands failed; the command menu is not set")
+        if self.webhook_url:
+            await self.bot.set_webhook(self.webhook_url, secret_token=self.secret,
+                                       allowed_updates=ALLOWED_UPDATES)
+            log.info("telegram: webhook set (%s)", WEBHOOK_PATH)
+        else:
+            updater = self.application.updater
+            assert updater is not None
+            # (the Updater deletes any webhook first: Telegram serves one or the other)
+            await updater.start_polling(poll_interval=self.poll_interval,
+                                        timeout=timedelta(seconds=self.poll_timeout),
+                                        allowed_updates=ALLOWED_UPDATES)
+            log.info("telegram: polling for updates as @%s", self.username)
+        await self.application.start()
+        pruned = await self.app.db.run(kb.prune, self.coach.clock() - KEYBOARD_RETENTION)
+        if pruned:
+            log.info("telegram: forgot %d old keyboards", pruned)
+
+    async def stop(self) -> None:
+        updater = self.application.updater
+        if updater is not None and updater.running:
+            await updater.stop()
+        if self.application.running:
+            await self.application.stop()
+        await self.application.shutdown()
+
+    async def set_commands(self) -> None:
+        """The command menu, for private chats and for groups, in every catalog language (and
+        the default language for clients in any other)."""
+        names = [n for n in self.coach.help_names if MENU_COMMAND.fullmatch(n)]
+        private = [n for n in names if n != "channel"]
+        for lang in (None, *self.r.languages):
+            text_lang = lang or self.default_lang
+            for scope, chosen in ((BotCommandScopeAllPrivateChats(), private),
+                                  (BotCommandScopeAllGroupChats(), names)):
+                commands = [BotCommand(n, self._describe(text_lang, n)) for n in chosen]
+                await self.bot.set_my_commands(commands, scope=scope, language_code=lang)
+
+    def _describe(self, lang: str, name: str) -> str:
+        try:
+            text = plain(self.r.text(lang, f"help.cmd.{name}"))
+        except KeyError:
+            text = name
+        text = " ".join(text.split()) or name
+        return text if len(text) <= 256 else text[:255] + "…"
+
+    # ---- the webhook --------------------------------------------------------------------------
+
+    async def _webhook(self, request: Request) -> Response:
+        given = request.headers.get(SECRET_HEADER, "")
+        if not self.secret or not hmac.compare_digest(given.encode(), self.secret.encode()):
+            return JSONResponse({"error": "forbidden"}, status_code=403)
+        if not self.application.running:
+            return JSONResponse({"error": "starting"}, status_code=503)
+        try:
+            data = json.loads(await request.body())
+            update = Update.de_json(data, self.bot) if isinstance(data, dict) else None
+        except (ValueError, KeyError, TypeError):
+            update = None
+        if update is None:
+            return JSONResponse({"error": "not a Telegram update"}, status_code=400)
+        # Handled before answering: Telegram redelivers what is not acknowledged, and the
+        # coach's event ids make a redelivery harmless; errors are answered to the user.
+        await self.application.process_update(update)
+        return Response(status_code=200)
+
+    # ---- updates ------------------------------------------------------------------------------
+
+    async def _dispatch(self, update: Update, _context: Context) -> None:
+        if update.callback_query is not None:
+            await self._on_tap(update.callback_query)
+        elif update.my_chat_member is not None:
+            await self._on_membership(update.my_chat_member)
+        elif update.message is not None:
+            await self._on_message(update.message, update.update_id)
+
+    def _event(self, update_id: int) -> str:
+        return f"{self.bot_id}:{update_id}"
+
+    def _inbound(self, user: User, chat: Chat, text: str, event_id: str | None) -> Inbound:
+        group = chat.type in GROUPS
+        return Inbound(platform=PLATFORM, org_key=self.bot_id, user_key=str(user.id), text=text,
+                       user_name=display_name(user), lang_hint=lang_hint(user),
+                       event_id=event_id, chat="channel" if group else "private",
+                       chat_key=str(chat.id), chat_name=chat.title if group else None)
+
+    async def _on_message(self, message: Message, update_id: int) -> None:
+        user, chat = message.from_user, message.chat
+        if user is None or user.is_bot or chat.type == ChatType.CHANNEL:
+            return
+        async with self._locks.hold(str(chat.id)):
+            if chat.type in GROUPS:
+                await self._on_group_message(message, user, chat, update_id)
+            else:
+                await self._on_private_message(message, user, chat, update_id)
+
+    def _split_command(self, text: str) -> tuple[str, str, str | None] | None:
+        """`/name@bot args` -> (name, args, whom it names: "us", "other" or None); None for
+        text that is not a command."""
+        match = _SLASH.match(text.strip())
+        if match is None:
+            return None
+        name, mention, rest = match.groups()
+        whom = None if not mention else (
+            "us" if mention.casefold() == self.username.casefold() else "other")
+        return name, rest.strip(), whom
+
+    async def _on_private_message(self, message: Message, user: User, chat: Chat,
+                                  update_id: int) -> None:
+        text = message.text
+        if text is None:
+            lang = await self._lang(user)
+            await self._send(chat.id, [Outbound(self.r.text(lang, "telegram.text_only"),
+                                                kind="error")], lang=lang)
+            return
+        parsed = self._split_command(text)
+        if parsed is not None:
+            name, arg, whom = parsed
+            if whom == "other":
+                return  # a command for another bot
+            if name.casefold() == "start":
+                await self._start_command(user, chat, arg, self._event(update_id))
+                return
+            text = f"/{name} {arg}".strip()
+        reply = await self.coach.handle(self._inbound(user, chat, text, self._event(update_id)))
+        await self._send(chat.id, reply.messages, lang=reply.lang)
+
+    async def _start_command(self, user: User, chat: Chat, payload: str, event_id: str) -> None:
+        """`/start`: a greeting; `/start <payload>` (a deep link): the command it names."""
+        if not await self.app.db.run(_first_time, event_id, self.coach.clock()):
+            return
+        # whoever starts the bot has not blocked it (any more)
+        await self.app.db.run(kb.mark_user_blocked, self.bot_id, str(user.id), None)
+        line = self.decode_payload(payload) if payload else None
+        inbound = self._inbound(user, chat, line or "", None)
+        reply = await (self.coach.handle(inbound) if line else self.coach.greet(inbound))
+        await self._send(chat.id, reply.messages, lang=reply.lang)
+
+    async def _on_group_message(self, message: Message, user: User, chat: Chat,
+                                update_id: int) -> None:
+        parsed = self._split_command(message.text or "")
+        if parsed is None or parsed[2] == "other":
+            return  # group chatter, or a command for another bot
+        word, arg, whom = parsed
+        addressed = whom == "us"
+        lang = await self._lang(user)
+        name = self.coach.commands.get(word.casefold())
+        if word.casefold() == "start":
+            text = self.r.text(lang, "telegram.start.group")
+            await self._send_link(chat.id, text, self.r.text(lang, "telegram.start.button"),
+                                  "", reply_to=message.message_id)
+            return
+        if name is None and word.casefold() in self.app.engine.aliases:
+            name = "resume"  # back/skip/tip … belong to a dialog, which lives in private
+        if name is None:
+            if addressed:  # "/foo@ourbot": tell them what we can do
+                reply = await self.coach.handle(self._inbound(user, chat, f"/{word}",
+                                                              self._event(update_id)))
+                await self._group_reply(chat, user, reply, message.message_id)
+            return
+        if name in self.dialog_commands:
+            text = self.r.text(lang, "telegram.go_private", name=display_name(user))
+            await self._send_link(chat.id, text, self.r.text(lang, "telegram.go_private.button"),
+                                  self.start_payload(name), reply_to=message.message_id)
+            return
+        line = f"/{word} {arg}".strip()
+        reply = await self.coach.handle(self._inbound(user, chat, line, self._event(update_id)))
+        await self._group_reply(chat, user, reply, message.message_id, payload=(name, arg))
+
+    async def _group_reply(self, chat: Chat, user: User, reply: Reply, reply_to: int, *,
+                           payload: tuple[str, str] | None = None) -> None:
+        """Post a reply in a group; what is private goes to the asker's private chat."""
+        public = [m for m in reply.messages if not m.private]
+        private = [m for m in reply.messages if m.private]
+        if public:
+            await self._send(chat.id, public, lang=reply.lang, reply_to=reply_to)
+        if not private:
+            return
+        name = display_name(user)
+        try:
+            await self._send(user.id, private, lang=reply.lang)
+        except (Forbidden, BadRequest) as exc:
+            if isinstance(exc, BadRequest) and "chat not found" not in exc.message.lower():
+                raise
+            # they never opened a chat with the bot (or blocked it): offer the deep link
+            start = self.start_payload(*payload) if payload else ""
+            await self._send_link(chat.id, self.r.text(reply.lang, "telegram.dm_blocked",
+                                                       name=name),
+                                  self.r.text(reply.lang, "telegram.start.button"), start,
+                                  reply_to=reply_to)
+            return
+        await self._send(chat.id, [Outbound(self.r.text(reply.lang, "telegram.sent_private",
+                                                        name=name))],
+                         lang=reply.lang, reply_to=reply_to)
+
+    async def _on_tap(self, query: CallbackQuery) -> None:
+        message = query.message
+        if message is None:
+            await query.answer()
+            return
+        chat = message.chat
+        async with self._locks.hold(str(chat.id)):
+            answered = False
+            try:
+                answered = await self._tap(query, message.message_id, chat)
+            finally:
+                if not answered:
+                    with suppress(TelegramError):
+                        await query.answer()
+
+    async def _tap(self, query: CallbackQuery, message_id: int, chat: Chat) -> bool:
+        """Handle a tap; True when the query was already answered (with a text)."""
+        tap = parse_callback(query.data)
+        user = query.from_user
+        board = await self.app.db.run(kb.load, tap.key) if tap is not None else None
+        if tap is None or board is None or board.chat_id != str(chat.id) or board.closed:
+            lang = board.lang if board is not None else await self._lang(user)
+            await query.answer(plain(self.r.text(lang, "telegram.stale")))
+            await self._drop_keyboard(chat.id, message_id)
+            return True
+        if tap.op == "t":
+            ticked = await self.app.db.run(kb.toggle, board.key, tap.index)
+            if ticked is not None and not ticked.closed:
+                markup = keyboard(board.key, ticked.options, ticked.controls, multi=True,
+                                  selected=ticked.selected,
+                                  done_label=plain(self.r.text(board.lang, "telegram.done")))
+                with suppress(BadRequest):  # "message is not modified" after a fast re-tap
+                    await self.bot.edit_message_reply_markup(chat.id, message_id,
+                                                             reply_markup=markup)
+            return False
+        if tap.op == "d":
+            if not board.selected:
+                await query.answer(plain(self.r.text(board.lang, "telegram.pick_first")),
+                                   show_alert=True)
+                return True
+            picked = [board.options[i] for i in board.selected if i < len(board.options)]
+            value = ", ".join(v for v, _ in picked)
+            shown = Markup("、" if board.lang == "zh" else ", ").join(
+                Markup(escape_label(label)) for _, label in picked)
+        else:
+            pool = board.options if tap.op == "a" else board.controls
+            if not 0 <= tap.index < len(pool):
+                return False
+            value, label = pool[tap.index]
+            shown = Markup(escape_label(label))
+        repeatable = tap.op == "c" and value in REPEATABLE_CONTROLS
+        # one answer per keyboard: a double tap carries the same event id and changes nothing
+        event = f"{self.bot_id}:tap:{board.key}" + (f":{tap.index}" if repeatable else "")
+        reply = await self.coach.handle(self._inbound(user, chat, value, event))
+        await query.answer()
+        answered = bool(reply.messages) and not repeatable
+        if answered:
+            edited = board.text + "\n\n" + self.r.text(board.lang, "telegram.chosen",
+                                                       answer=shown)
+            await self._show_answer(chat.id, message_id, edited)
+        if chat.type in GROUPS:
+            await self._group_reply(chat, user, reply, message_id)
+            if answered:
+                await self.app.db.run(kb.close, board.key)
+        else:  # the next question's keyboard closes this one in the same unit of work
+            await self._send(chat.id, reply.messages, lang=reply.lang,
+                             close=board.key if answered else None)
+        return True
+
+    async def _show_answer(self, chat_id: int, message_id: int, text: str) -> None:
+        """The question with the chosen answer under it, and no keyboard any more."""
+        if utf16_len(text) <= 4096 and text.strip():
+            with suppress(BadRequest):
+                await self.bot.edit_message_text(text, chat_id, message_id,
+                                                 parse_mode=ParseMode.HTML,
+                                                 link_preview_options=NO_PREVIEW)
+                return
+        await self._drop_keyboard(chat_id, message_id)
+
+    async def _drop_keyboard(self, chat_id: int, message_id: int) -> None:
+        with suppress(BadRequest):  # already gone ("message is not modified")
+            await self.bot.edit_message_reply_markup(chat_id, message_id, reply_markup=None)
+
+    async def _on_membership(self, change: ChatMemberUpdated) -> None:
+        """The bot blocked/unblocked in a private chat, or removed from a group."""
+        status = change.new_chat_member.status
+        chat = change.chat
+        now = self.coach.clock()
+        if chat.type == ChatType.PRIVATE:
+            if status == ChatMemberStatus.BANNED:
+                await self.app.db.run(kb.mark_user_blocked, self.bot_id, str(chat.id), now)
+            elif status == ChatMemberStatus.MEMBER:
+                await self.app.db.run(kb.mark_user_blocked, self.bot_id, str(chat.id), None)
+        elif status in (ChatMemberStatus.LEFT, ChatMemberStatus.BANNED):
+            await self.app.db.run(kb.deactivate_channel, self.bot_id, str(chat.id))
+
+    async def _lang(self, user: User | None) -> str:
+        """The language for a text of this front end's own: the user's, else their
+        Telegram app's, else the default."""
+        if user is not None:
+            known = await self.app.db.run(kb.speaker_lang, self.bot_id, str(user.id))
+            if known:
+                return known
+        return lang_hint(user) or self.default_lang
+
+    # ---- errors: one place, a polite translated answer and a logged reference ------------
+
+    async def _on_error(self, update: object, context: Context) -> None:
+        error = context.error
+        chat = update.effective_chat if isinstance(update, Update) else None
+        user = update.effective_user if isinstance(update, Update) else None
+        if isinstance(error, Forbidden) and chat is not None:
+            # nobody left to tell: the user blocked the bot, or the bot left the group
+            if chat.type == ChatType.PRIVATE:
+                await self.app.db.run(kb.mark_user_blocked, self.bot_id, str(chat.id),
+                                      self.coach.clock())
+            else:
+                await self.app.db.run(kb.deactivate_channel, self.bot_id, str(chat.id))
+            log.info("telegram: chat %s cannot be written to (%s); recorded", chat.id,
+                     error.message)
+            return
+        ref = uuid.uuid4().hex[:8]
+        update_id = update.update_id if isinstance(update, Update) else None
+        log.error("telegram update %s failed (ref %s)", update_id, ref, exc_info=error)
+        if chat is None:
+            return
+        lang = lang_hint(user) or self.default_lang
+        try:
+            await self._send(chat.id, [self.coach.error_reply(lang, ref)], lang=lang)
+        except TelegramError:
+            log.warning("telegram: could not tell chat %s about error %s", chat.id, ref)
+
+    # ---- sending --------------------------------------------------------------------------
+
+    def start_payload(self, name: str, arg: str = "") -> str:
+        """A `t.me/<bot>?start=` payload (A-Z a-z 0-9 _ -, at most 64) for a command line."""
+        if not arg:
+            return name
+        encoded = base64.urlsafe_b64encode(f"{name} {arg}".encode()).decode().rstrip("=")
+        return f"q-{encoded}" if len(encoded) <= 62 else name
+
+    def decode_payload(self, payload: str) -> str | None:
+        """The command line a deep-link payload stands for, or None."""
+        if payload.startswith("q-"):
+            raw = payload[2:]
+            try:
+                line = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return None
+            return f"/{line}"
+        if payload in self.coach.command_names:
+            return f"/{payload}"
+        return None
+
+    def link(self, payload: str) -> str:
+        base = f"https://t.me/{self.username}"
+        return f"{base}?start={payload}" if payload else base
+
+    async def _send_link(self, chat_id: int, text: str, button: str, payload: str, *,
+                         reply_to: int | None = None) -> None:
+        await self.bot.send_message(chat_id, text, parse_mode=ParseMode.HTML,
+                                    reply_markup=link_keyboard(button, self.link(payload)),
+                                    link_preview_options=NO_PREVIEW,
+                                    reply_parameters=_reply_to(reply_to))
+
+    async def _send(self, chat_id: int, messages: Sequence[Outbound], *, lang: str,
+                    reply_to: int | None = None, rate_limit_args: dict[str, Any] | None = None,
+                    close: str | None = None) -> list[str]:
+        """Send `messages` in order: text in pieces that fit (the keyboard on the last),
+        then attachments. Returns the ids of the messages posted. `close`: a keyboard that
+        was answered, closed with the first new keyboard's write (or on its own)."""
+        ids: list[str] = []
+        for out in messages:
+            pieces = split_html(telegram_html(out.text)) if out.text.strip() else []
+            markup: InlineKeyboardMarkup | None = None
+            if (out.options or out.controls) and pieces:
+                markup = await self._keyboard(chat_id, out, pieces[-1], lang, close)
+                close = None
+            for i, piece in enumerate(pieces):
+                sent = await self.bot.send_message(
+                    chat_id, piece, parse_mode=ParseMode.HTML,
+                    reply_markup=markup if i == len(pieces) - 1 else None,
+                    link_preview_options=NO_PREVIEW,
+                    reply_parameters=_reply_to(reply_to if i == 0 else None),
+                    rate_limit_args=rate_limit_args)
+                ids.append(str(sent.message_id))
+            for attachment in out.attachments:
+                caption = html.escape(attachment.title, quote=False)[:MAX_CAPTION] or None
+                document = InputFile(attachment.data, filename=attachment.filename)
+                if attachment.mime == "image/png":
+                    sent = await self.bot.send_photo(chat_id, document, caption=caption,
+                                                     parse_mode=ParseMode.HTML,
+                                                     rate_limit_args=rate_limit_args)
+                else:
+                    sent = await self.bot.send_document(chat_id, document, caption=caption,
+                                                        parse_mode=ParseMode.HTML,
+                                                        rate_limit_args=rate_limit_args)
+                ids.append(str(sent.message_id))
+        if close is not None:
+            await self.app.db.run(kb.close, close)
+        return ids
+
+    async def _keyboard(self, chat_id: int, out: Outbound, text: str, lang: str,
+                        close: str | None = None) -> InlineKeyboardMarkup:
+        key = kb.new_key()
+        options = [(o.value, o.label) for o in out.options]
+        controls = [(c.value, c.label) for c in out.controls]
+        await self.app.db.run(kb.create, key=key, bot_id=self.bot_id, chat_id=str(chat_id),
+                              kind="question" if out.kind == "question" else "post",
+                              options=options, controls=controls, multi=out.multi, text=text,
+                              lang=lang, now=self.coach.clock(), close=close)
+        return keyboard(key, options, controls, multi=out.multi,
+                        done_label=plain(self.r.text(lang, "telegram.done")))
+
+    # ---- the outbox's way out -------------------------------------------------------------
+
+    async def deliver(self, target: Target, messages: Sequence[Outbound]) -> list[str]:
+        """Post to a group or a user's private chat for the outbox. Flood control becomes
+        `DeliveryError(retry_after=…)` (the outbox reschedules); a user who blocked the bot or
+        a group that is gone is recorded and the error is permanent."""
+        if target.kind == "channel":
+            dropped = [m for m in messages if m.private]
+            if dropped:
+                log.error("telegram: %d private message(s) for group %s not posted there",
+                          len(dropped), target.key)
+            messages = [m for m in messages if not m.private]
+        try:
+            chat_id = int(target.key)
+        except ValueError as exc:
+            raise DeliveryError(f"not a Telegram chat id: {target.key!r}", permanent=True) from exc
+        reply_to = int(target.thread) if target.thread and target.thread.isdigit() else None
+        no_retry = {"retries": 0}
+        try:
+            try:
+                return await self._send(chat_id, messages, lang=self.default_lang,
+                                        reply_to=reply_to, rate_limit_args=no_retry)
+            except ChatMigrated as exc:  # a group became a supergroup: follow it, once
+                new_id = int(exc.new_chat_id)
+                await self.app.db.run(kb.move_channel, self.bot_id, str(chat_id), str(new_id))
+                return await self._send(new_id, messages, lang=self.default_lang,
+                                        rate_limit_args=no_retry)
+        except RetryAfter as exc:
+            raise DeliveryError("telegram flood control",
+                                retry_after=retry_after_seconds(exc)) from exc
+        except Forbidden as exc:
+            await self._unreachable(target)
+            raise DeliveryError(exc.message, permanent=True) from exc
+        except BadRequest as exc:
+            if "chat not found" in exc.message.lower():
+                await self._unreachable(target)
+            raise DeliveryError(exc.message, permanent=True) from exc
+        except TelegramError as exc:  # network trouble, Telegram's 5xx: worth another try
+            raise DeliveryError(exc.message) from exc
+
+    async def _unreachable(self, target: Target) -> None:
+        now = self.coach.clock()
+        if target.kind == "user":
+            await self.app.db.run(kb.mark_user_blocked, self.bot_id, target.key, now)
+        else:
+            await self.app.db.run(kb.deactivate_channel, self.bot_id, target.key)
+        log.warning("telegram: %s %s cannot be reached any more; recorded", target.kind,
+                    target.key)
+
+
+def _reply_to(message_id: int | None) -> ReplyParameters | None:
+    if message_id is None:
+        return None
+    return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
+
+
+def _first_time(session: Any, event_id: str, now: Any) -> bool:
+    from store import conversations as conv
+
+    return conv.first_time(session, PLATFORM, event_id, now)
