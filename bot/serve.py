@@ -6,6 +6,7 @@ import logging
 
 from bot.app import App
 from bot.delivery import FrontEnd
+from bot.jobs import BackgroundJobs
 from bot.web import create_web_app
 from bot.web import serve as serve_http
 
@@ -33,12 +34,15 @@ async def run(app: App) -> None:
     web = create_web_app(db=app.db, metrics=app.metrics,
                          extra_routes=[route for front in fronts for route in front.routes()])
     started: list[FrontEnd] = []
+    jobs = BackgroundJobs(app, fronts)
     try:
         for front in fronts:
             await front.start()
             started.append(front)
+        jobs.start()
         await serve_http(web, host=app.settings.host, port=app.settings.port)
     finally:
+        await jobs.stop()
         for front in reversed(started):
             try:
                 await front.stop()
