@@ -45,6 +45,10 @@ class Reply:
     lang: str
 
 
+#: a front end's step inside a turn's unit of work (see `Coach.handle`)
+AfterTurn = Callable[[Session, Reply], Reply]
+
+
 class Coach:
     """Runs turns. Built once by the composition root; holds no per-user state."""
 
@@ -98,17 +102,22 @@ class Coach:
                 for alias in catalog.get(f"command.{name}", name).split("|"):
                     self.commands[alias.strip().casefold()] = name
 
-    async def handle(self, inbound: Inbound) -> Reply:
-        """One turn. Replies come back only after what they confirm is committed."""
+    async def handle(self, inbound: Inbound, *, after: AfterTurn | None = None) -> Reply:
+        """One turn. Replies come back only after what they confirm is committed.
+
+        `after(session, reply)` runs inside the same unit of work once the turn is done and
+        returns the reply to hand back: a front end records what it needs to send the reply
+        (Telegram's keyboard rows) in the turn's own commit instead of a transaction of its own.
+        """
         now = self.clock()
         started = time.perf_counter()
         outcome = "ok"
         try:
-            return await self.db.run(self._turn, inbound, now)
+            return await self.db.run(self._then, self._turn, after, inbound, now)
         except conv.StaleSession:
             # Another input for the same dialog won the race; show where it stands now.
             outcome = "stale"
-            return await self.db.run(self._stale, inbound, now)
+            return await self.db.run(self._then, self._stale, after, inbound, now)
         except Exception:
             outcome = "error"
             raise
@@ -127,13 +136,20 @@ class Coach:
 
     # ---- inside the unit of work ------------------------------------------------------------
 
-    def _speaker(self, session: Session, inbound: Inbound, now: datetime) -> conv.Speaker:
+    @staticmethod
+    def _then(session: Session, turn: Callable[[Session, Inbound, datetime], Reply],
+              after: AfterTurn | None, inbound: Inbound, now: datetime) -> Reply:
+        reply = turn(session, inbound, now)
+        return reply if after is None else after(session, reply)
+
+    def _speaker(self, session: Session, inbound: Inbound, now: datetime,
+                 known_new: bool = False) -> conv.Speaker:
         lang = inbound.lang_hint if inbound.lang_hint in self.r.languages else None
         return conv.ensure_speaker(
             session, platform=inbound.platform, org_key=inbound.org_key,
             user_key=inbound.user_key, display_name=inbound.user_name or inbound.user_key,
             lang=lang, default_lang=self.default_lang, default_tz=self.default_tz, now=now,
-            role="admin" if inbound.user_key in self.admins else "rep",
+            role="admin" if inbound.user_key in self.admins else "rep", known_new=known_new,
         )
 
     def _ctx(self, speaker: conv.Speaker, now: datetime, lang: str | None = None,
@@ -179,7 +195,7 @@ class Coach:
         if found is not None:
             speaker, current = found
         else:  # their first message: create them
-            speaker = self._speaker(session, inbound, now)
+            speaker = self._speaker(session, inbound, now, known_new=True)
             current = conv.current_dialog(session, speaker.user_id)
         text = inbound.text
         word, _, arg = text.strip().partition(" ")

@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
-from jinja2 import meta
+from jinja2 import meta, nodes
 from markupsafe import Markup, escape
 
 from dialogs import parsing
@@ -37,6 +38,7 @@ from dialogs.state import DialogState
 
 CONTROL_WORDS = ("back", "skip", "edit", "tip", "cancel")
 MAX_INPUT = 10_000
+FRAME_CACHE_SIZE = 8192  # rendered question frames, slots by key kept (Engine._frame, _slot)
 # currencies a money answer may name (the parser reads these; anything else is "unknown")
 KNOWN_CURRENCIES = frozenset({"CNY", "USD", "EUR", "GBP", "HKD", "JPY", "RUB"})
 _CODE_LIKE = re.compile(r"(?<![A-Za-z])([A-Za-z]{3})(?![A-Za-z])")
@@ -130,6 +132,13 @@ class Engine:
         for flow in flows.flows.values():
             self._check_texts(flow)
         self._slots: dict[tuple[str, str], Slot] = {}
+        # question.j2 rendered, by everything it depends on: most turns ask a question some
+        # other rep was asked before, and the template run is a good part of a turn's CPU
+        self._slot_of: dict[tuple[str, str], Slot | None] = {}
+        self._names_of: dict[str, tuple[str, ...] | None] = {}
+        self._asked: dict[tuple[str, int, tuple[Any, ...]], Markup] = {}
+        self._framed: dict[tuple[str, tuple[int, int], Markup, Markup | None, Markup | None],
+                           Markup] = {}
         self._iterations_cache: dict[tuple[str, str, int], list[tuple[StepDef | None, Slot]]] = {}
         self.control_labels = {
             lang: {w: str(renderer.text(lang, f"control.{w}")) for w in CONTROL_WORDS
@@ -360,7 +369,17 @@ class Engine:
         return built
 
     def _slot(self, flow: Flow, state: DialogState, key: str) -> Slot | None:
-        """The slot a key names (`name`, `contacts.start`, `contacts.more.0`, `contacts.1.x`)."""
+        """The slot a key names (`name`, `contacts.start`, `contacts.more.0`, `contacts.1.x`);
+        it depends on the flow only, so it is worked out once per key."""
+        memo = (flow.id, key)
+        if memo in self._slot_of:
+            return self._slot_of[memo]
+        if len(self._slot_of) >= FRAME_CACHE_SIZE:
+            self._slot_of.clear()
+        slot = self._slot_of[memo] = self._find_slot(flow, key)
+        return slot
+
+    def _find_slot(self, flow: Flow, key: str) -> Slot | None:
         head, _, rest = key.partition(".")
         if not rest:
             for item in flow.spec.steps:
@@ -745,8 +764,7 @@ class Engine:
             return group_bound["id"]
         if alias in state.bound:
             return state.bound[alias]["id"]
-        name = alias if index is None else f"{alias}:{index}"
-        return str(uuid.uuid5(uuid.UUID(state.session_id), name))
+        return _derived_id(state.session_id, alias if index is None else f"{alias}:{index}")
 
     def _target(self, flow: Flow, state: DialogState, alias: str,
                 index: int | None) -> tuple[str, str, tuple[str, str] | None]:
@@ -977,25 +995,88 @@ class Engine:
             group = slot.group
             assert group is not None
             texts = group.start if slot.kind == "start" and group.start else group.more
-            ask = self.r.pick(texts, lang, a=scope, n=(slot.index or 0) + 1,
-                              **(self._extras(flow, ctx, state, slot) if flow.spec.uses else {}))
+            ask = self._ask(texts, lang, scope, (slot.index or 0) + 1,
+                            self._extras(flow, ctx, state, slot) if flow.spec.uses else {})
             options = self._yes_no(flow, lang)
         else:
             step = slot.step
             assert step is not None
-            ask = self.r.pick(step.ask, lang, a=scope, n=(slot.index or 0) + 1,
-                              **(self._extras(flow, ctx, state, slot) if flow.spec.uses else {}))
+            ask = self._ask(step.ask, lang, scope, (slot.index or 0) + 1,
+                            self._extras(flow, ctx, state, slot) if flow.spec.uses else {})
             if step.type in OPTION_TYPES or step.type == "yes_no":
                 options = tuple(Option(o.value, o.label(lang)) for o in flow.options_for(step))
                 multi = step.type == "multi_choice"
             hint = self._hint(step, lang)
             if slot.key in state.answers and state.answers[slot.key] is not None:
                 current = self._display(flow, step, state.answers[slot.key], lang)
-        text = self.r.template("question.j2", lang, progress=progress, ask=ask, hint=hint,
-                               current=current)
+        text = self._frame(lang, progress, ask, hint, current)
         controls = self._controls(slot, lang)
         return Outbound(text, kind="question", options=options, multi=multi, controls=controls,
                         progress=progress)
+
+    def _ask(self, texts: Mapping[str, str], lang: str, scope: _Scope, n: int,
+             extras: dict[str, Any]) -> Markup:
+        """A question's text. One that uses only earlier answers (`a.…`) and `n` is rendered
+        once per distinct set of the values it uses (the template run is the cost)."""
+        source = self.r.source(texts, lang)
+        names = None if extras else self._answer_names(source)
+        if names is None:
+            return self.r.pick(texts, lang, a=scope, n=n, **extras)
+        key = (source, n, tuple(scope.value(name) for name in names))
+        text = self._asked.get(key)
+        if text is None:
+            if len(self._asked) >= FRAME_CACHE_SIZE:
+                self._asked.clear()
+            text = self._asked[key] = self.r.pick(texts, lang, a=scope, n=n)
+        return text
+
+    def _answer_names(self, source: str) -> tuple[str, ...] | None:
+        """The answers (`a.x`, `a['x']`) a text uses, or None when it uses anything else
+        than those and `n` (then it is rendered every time)."""
+        if source in self._names_of:
+            return self._names_of[source]
+        names: list[str] | None = []
+        tree = self.r.env.parse(source)
+        used = {node.name for node in tree.find_all(nodes.Name)}
+        calls_on_a = any(isinstance(call.node, nodes.Getattr)
+                         and isinstance(call.node.node, nodes.Name) and call.node.node.name == "a"
+                         for call in tree.find_all(nodes.Call))
+        if used - {"a", "n"} or calls_on_a:
+            names = None
+        else:
+            refs = 0
+            for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+                target = getattr(node, "node", None)
+                if not (isinstance(target, nodes.Name) and target.name == "a"):
+                    continue
+                if isinstance(node, nodes.Getattr):
+                    name = node.attr
+                elif (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const)
+                      and isinstance(node.arg.value, str)):
+                    name = node.arg.value
+                else:
+                    names = None
+                    break
+                refs += 1
+                assert names is not None
+                if name not in names:
+                    names.append(name)
+            a_uses = sum(1 for node in tree.find_all(nodes.Name) if node.name == "a")
+            if names is not None and a_uses != refs:  # `a` used whole (a loop, a filter …)
+                names = None
+        found = self._names_of[source] = tuple(names) if names is not None else None
+        return found
+
+    def _frame(self, lang: str, progress: tuple[int, int], ask: Markup, hint: Markup | None,
+               current: Markup | None) -> Markup:
+        key = (lang, progress, ask, hint, current)
+        text = self._framed.get(key)
+        if text is None:
+            if len(self._framed) >= FRAME_CACHE_SIZE:
+                self._framed.clear()
+            text = self._framed[key] = self.r.template(
+                "question.j2", lang, progress=progress, ask=ask, hint=hint, current=current)
+        return text
 
     def _controls(self, slot: Slot, lang: str) -> tuple[Option, ...]:
         words = ["back"]
@@ -1176,6 +1257,10 @@ class _Scope(Mapping[str, Any]):
             raise KeyError(key)
         return value
 
+    def value(self, key: str) -> Any:
+        """The answer shown as text, or None."""
+        return self._lookup(key)
+
     def __iter__(self) -> Iterator[str]:
         return iter(())
 
@@ -1234,6 +1319,13 @@ class _Lenient:
 
 
 _BLANK = _Lenient({})
+
+
+@lru_cache(maxsize=65_536)
+def _derived_id(session_id: str, name: str) -> str:
+    """A dialog's record id, the same every turn (uuid5 of the dialog and the record's alias):
+    remembered, since every answer that saves asks for it again."""
+    return str(uuid.uuid5(uuid.UUID(session_id), name))
 
 
 class _TooLong(Exception):

@@ -48,12 +48,24 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class Mention:
+    """Someone a message names as `@name` (escaped, in the text) whom a front end that can
+    ping replaces with its own mention: `user_key` is their id on `platform`."""
+
+    platform: str
+    user_key: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Outbound:
     """One message to show. `options` are the answers (numbered in the console, buttons
     elsewhere); `controls` are back/skip/tip/cancel for front ends with buttons.
 
     `private` marks a message that carries personal data (contacts' personal notes, someone's
     receivables): a front end shows it only to the asker (DM or ephemeral), never in a channel.
+    `mentions` are the people to ping (see `Mention`); `record` is the record a card shows,
+    `(kind, id)` with kind "account" or "contact", so a front end can offer to edit it.
     """
 
     text: str
@@ -64,6 +76,8 @@ class Outbound:
     progress: tuple[int, int] | None = None
     attachments: tuple[Attachment, ...] = ()
     private: bool = False
+    mentions: tuple[Mention, ...] = ()
+    record: tuple[str, str] | None = None
 
 
 @dataclass(frozen=True)

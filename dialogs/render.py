@@ -99,10 +99,14 @@ class Renderer:
             return Markup(source.strip())
         return Markup(self._compile(source).render(**params).strip())
 
+    @staticmethod
+    def source(texts: Mapping[str, str], lang: str) -> str:
+        """Which of a flow file's per-language texts serves `lang`."""
+        return texts.get(lang) or texts.get("en") or next(iter(texts.values()))
+
     def pick(self, texts: Mapping[str, str], lang: str, **params: Any) -> Markup:
         """One of a flow file's per-language texts, rendered."""
-        source = texts.get(lang) or texts.get("en") or next(iter(texts.values()))
-        return self._render(source, params)
+        return self._render(self.source(texts, lang), params)
 
     def template(self, name: str, lang: str, **params: Any) -> Markup:
         tpl = self._compiled.get(name)

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Result, Select, Table, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Result, Select, Table, bindparam, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import BindParameter
@@ -76,8 +77,6 @@ _INSERT_DIALOG = insert(_dialogs)
 _SAVE_DIALOG = update(_dialogs).where(
     _dialogs.c.id == bindparam("_id"), _dialogs.c.version == bindparam("_version"))
 _TOUCH_DIALOG = update(_dialogs).where(_dialogs.c.id == bindparam("_id"))
-_EVENT_SEEN = select(_events.c.id).where(
-    _events.c.platform == bindparam("platform"), _events.c.event_id == bindparam("event_id"))
 
 
 def _execute(
@@ -104,55 +103,59 @@ def ensure_speaker(
     default_tz: str,
     now: datetime,
     role: str = "rep",
+    known_new: bool = False,
 ) -> Speaker:
     """The speaker, created (org, user, identity) the first time they write, with `role`
-    (an id listed in SALESCOACH_ADMINS is created as an admin)."""
-    found = find_speaker(session, platform, org_key, user_key)
-    if found is not None:
-        return found
-    org_id = session.execute(
-        select(Org.id).where(Org.platform == platform, Org.external_id == org_key)
-    ).scalar()
-    if org_id is None:
-        org_id = uuid.uuid4()
-        if not _insert_once(session, insert(Org).values(
-            id=org_id, name=org_key, platform=platform, external_id=org_key,
-            default_lang=default_lang, tz=default_tz, settings={}, created_at=now, updated_at=now,
-        )):  # another first message from this org got there first
-            org_id = session.execute(
-                select(Org.id).where(Org.platform == platform, Org.external_id == org_key)
-            ).scalar_one()
+    (an id listed in SALESCOACH_ADMINS is created as an admin). `known_new`: the caller has
+    just looked them up and found nobody, so the first look-up is skipped."""
+    if not known_new:
+        found = find_speaker(session, platform, org_key, user_key)
+        if found is not None:
+            return found
+    org_params = {"platform": platform, "org_key": org_key}
+    org = _execute(session, _ORG, org_params).first()
+    if org is None:
+        # another first message from this org may get there first: then theirs stands
+        _insert_ignore(session, _orgs, ("platform", "external_id"), {
+            "id": uuid.uuid4(), "name": org_key, "platform": platform, "external_id": org_key,
+            "default_lang": default_lang, "tz": default_tz, "settings": {}, "created_at": now,
+            "updated_at": now})
+        org = _execute(session, _ORG, org_params).one()
+    org_id, org_lang, org_tz = org
     user_id = uuid.uuid4()
-    try:
-        with session.begin_nested():
-            session.execute(insert(User).values(
-                id=user_id, org_id=org_id, display_name=display_name, role=role, lang=lang,
-                active=True, created_at=now, updated_at=now,
-            ))
-            if not _insert_once(session, insert(Identity).values(
-                id=uuid.uuid4(), org_id=org_id, user_id=user_id, platform=platform,
-                external_id=user_key, username=display_name, created_at=now,
-            )):
-                raise _Lost()  # rolls the user back too
-    except _Lost:
-        pass  # a concurrent first message from the same user created them
+    _execute(session, _INSERT_USER, {
+        "id": user_id, "org_id": org_id, "display_name": display_name, "role": role,
+        "lang": lang, "active": True, "created_at": now, "updated_at": now})
+    if _insert_ignore(session, _identities, ("org_id", "platform", "external_id"), {
+            "id": uuid.uuid4(), "org_id": org_id, "user_id": user_id, "platform": platform,
+            "external_id": user_key, "username": display_name, "created_at": now}):
+        return Speaker(org_id, user_id, display_name, lang, None, org_lang, org_tz, role)
+    # a concurrent first message from the same user created them: drop ours, take theirs
+    _execute(session, _DELETE_USER, {"_id": user_id})
     found = find_speaker(session, platform, org_key, user_key)
     assert found is not None
     return found
 
 
-class _Lost(Exception):
-    """Two first messages from one user raced; the other created them."""
+_ORG = select(_orgs.c.id, _orgs.c.default_lang, _orgs.c.tz).where(
+    _orgs.c.platform == _platform, _orgs.c.external_id == bindparam("org_key"))
+_INSERT_USER = insert(_users)
+_DELETE_USER = delete(_users).where(_users.c.id == bindparam("_id"))
+_IGNORING: dict[tuple[str, str], Executable] = {}
 
 
-def _insert_once(session: Session, statement: Any) -> bool:
-    """Run an INSERT in a savepoint; False if a unique constraint says it exists already."""
-    try:
-        with session.begin_nested():
-            session.execute(statement)
-    except IntegrityError:
-        return False
-    return True
+def _insert_ignore(session: Session, table: Table, unique: tuple[str, ...],
+                   values: dict[str, Any]) -> bool:
+    """INSERT that does nothing when a row with the same `unique` columns exists (one
+    statement, no savepoint); False then."""
+    dialect = session.get_bind().dialect.name
+    statement = _IGNORING.get((dialect, table.name))
+    if statement is None:
+        factory = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        statement = _IGNORING.setdefault(
+            (dialect, table.name), factory(table).on_conflict_do_nothing(index_elements=unique))
+    result = _execute(session, statement, values)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def set_role(session: Session, user_id: uuid.UUID, role: str, now: datetime) -> None:
@@ -247,8 +250,5 @@ def touch_dialog(session: Session, dialog_id: uuid.UUID, now: datetime) -> None:
 
 def first_time(session: Session, platform: str, event_id: str, now: datetime) -> bool:
     """Record a platform event id; False if it was already handled (a retry, a double click)."""
-    seen = _execute(session, _EVENT_SEEN, {"platform": platform, "event_id": event_id}).first()
-    if seen:
-        return False
-    return _insert_once(session, insert(ProcessedEvent).values(
-        id=uuid.uuid4(), platform=platform, event_id=event_id, processed_at=now))
+    return _insert_ignore(session, _events, ("platform", "event_id"), {
+        "id": uuid.uuid4(), "platform": platform, "event_id": event_id, "processed_at": now})
