@@ -5,7 +5,10 @@ Forgetting keeps the row — the fact that a contact existed, with their buying 
 function, stays in the history (needs, SPIN entries, activities still point at it) — and erases
 what identifies or describes the person: name, title, phone, email, notes, communication style.
 Their name is also blanked out of the free text linked to them (activity notes, SPIN questions
-and answers, buying-signal notes, needs). The audit log holds ids and codes only.
+and answers, buying-signal notes, needs), and the dialogs that recorded or named them forget it
+too: a dialog's state keeps every answer, so the answers given about the person (a contact's
+turn in the intake: name, phone, notes ...) are emptied and their name blanked elsewhere in it.
+The audit log holds ids and codes only.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from store.models import (
     AuditLog,
     BuyingSignal,
     Contact,
+    DialogSession,
     Need,
     SpinEntry,
     User,
@@ -95,7 +99,7 @@ def forget_contact(session: Session, *, org_id: uuid.UUID, contact_id: uuid.UUID
     contact = _contact(session, org_id, contact_id)
     placeholder = ERASED_NAME.format(short=contact_id.hex[:8])
     changed = {"contacts": 0, "activities": 0, "spin_entries": 0, "buying_signals": 0,
-               "needs": 0}
+               "needs": 0, "dialog_sessions": 0}
     if not is_erased(contact.name):
         parts = _name_parts(contact.name)
         for model, columns in ((Activity, ("note",)), (SpinEntry, ("question", "answer")),
@@ -107,6 +111,8 @@ def forget_contact(session: Session, *, org_id: uuid.UUID, contact_id: uuid.UUID
                 if any(values[c] != getattr(row, c) for c in columns):
                     session.execute(update(table).where(table.c.id == row.id).values(**values))
                     changed[table.name] += 1
+        changed["dialog_sessions"] = _scrub_dialogs(session, org_id, contact_id, parts,
+                                                    placeholder)
     contact.name = placeholder
     contact.name_key = placeholder
     for column in PERSONAL_COLUMNS:
@@ -117,6 +123,78 @@ def forget_contact(session: Session, *, org_id: uuid.UUID, contact_id: uuid.UUID
     audit(session, org_id=org_id, action="forget", subject_type="contact",
           subject_id=contact_id, now=now, user_id=user_id, actor=actor,
           detail={k: v for k, v in changed.items() if v})
+    return changed
+
+
+_ITERATION = re.compile(r"^([A-Za-z_][\w-]*)\.(\d+)\.")
+
+
+def _mentions(value: Any, contact_id: str, parts: list[str]) -> bool:
+    """Whether an answer is about the person: names them, or refers to their row."""
+    if isinstance(value, str):
+        folded = value.casefold()
+        return any(part.casefold() in folded for part in parts)
+    if isinstance(value, dict):
+        return value.get("id") == contact_id or any(
+            _mentions(v, contact_id, parts) for v in value.values())
+    if isinstance(value, list):
+        return any(_mentions(v, contact_id, parts) for v in value)
+    return False
+
+
+def _blanked(value: Any, contact_id: str, parts: list[str], placeholder: str) -> Any:
+    if isinstance(value, str):
+        return _blank(value, parts, placeholder)
+    if isinstance(value, dict):
+        out = {k: _blanked(v, contact_id, parts, placeholder) for k, v in value.items()}
+        if out.get("id") == contact_id and "name" in out:
+            out["name"] = placeholder
+        return out
+    if isinstance(value, list):
+        return [_blanked(v, contact_id, parts, placeholder) for v in value]
+    return value
+
+
+def scrub_state(state: dict[str, Any], contact_id: str, parts: list[str],
+                placeholder: str) -> dict[str, Any]:
+    """A dialog state without the person: the answers of a repeated group's turn that is
+    about them (a contact in the intake: one of its answers is their name or their row) are
+    emptied, their name is blanked everywhere else, and a reference to their row shows the
+    placeholder."""
+    answers = state.get("answers") or {}
+    names = {part.casefold() for part in parts}
+
+    def is_them(value: Any) -> bool:  # the answer that says who the turn is about
+        if isinstance(value, str):
+            return value.strip().casefold() in names
+        return isinstance(value, dict) and value.get("id") == contact_id
+
+    theirs = {match.group(0) for key, value in answers.items()
+              if (match := _ITERATION.match(key)) and is_them(value)}
+    kept = {key: (None if any(key.startswith(prefix) for prefix in theirs) else value)
+            for key, value in answers.items()}
+    out = _blanked({**state, "answers": kept}, contact_id, parts, placeholder)
+    assert isinstance(out, dict)
+    return out
+
+
+def _scrub_dialogs(session: Session, org_id: uuid.UUID, contact_id: uuid.UUID,
+                   parts: list[str], placeholder: str) -> int:
+    """Apply `scrub_state` to every dialog of the org that names the person."""
+    table: Table = DialogSession.__table__  # type: ignore[assignment]
+    cid = str(contact_id)
+    changed = 0
+    for row in session.execute(select(table.c.id, table.c.state)
+                               .where(table.c.org_id == org_id)).all():
+        state = row.state or {}
+        if not _mentions(state, cid, parts):
+            continue
+        scrubbed = scrub_state(state, cid, parts, placeholder)
+        if scrubbed != state:
+            # a new version: a turn in flight on the old state is told it is stale
+            session.execute(update(table).where(table.c.id == row.id)
+                            .values(state=scrubbed, version=table.c.version + 1))
+            changed += 1
     return changed
 
 

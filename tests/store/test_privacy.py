@@ -64,7 +64,7 @@ async def test_forget_erases_personal_data_and_keeps_the_contact(db: Database) -
     changed = await db.run(lambda s: forget_contact(s, org_id=ORG, contact_id=WANGHAI, now=LATER,
                                                     actor="dpo"))
     assert changed == {"contacts": 1, "activities": 1, "spin_entries": 1, "buying_signals": 0,
-                       "needs": 0}
+                       "needs": 0, "dialog_sessions": 0}
 
     def state(session: Session) -> tuple[Contact, list[str], list[str]]:
         contact = session.get(Contact, WANGHAI)
