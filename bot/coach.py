@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from markupsafe import Markup
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot import method
@@ -118,6 +119,12 @@ class Coach:
             # Another input for the same dialog won the race; show where it stands now.
             outcome = "stale"
             return await self.db.run(self._then, self._stale, after, inbound, now)
+        except IntegrityError:
+            # A unique value (an invoice number) recorded by someone else since the answer
+            # was checked: the turn is rolled back; say so and ask again.
+            outcome = "conflict"
+            log.warning("turn rolled back on a unique constraint", exc_info=True)
+            return await self.db.run(self._then, self._conflict, after, inbound, now)
         except Exception:
             outcome = "error"
             raise
@@ -177,14 +184,18 @@ class Coach:
                 progress=self.engine.progress(state, ctx))))
         return Reply(tuple(out), ctx.lang)
 
-    def _stale(self, session: Session, inbound: Inbound, now: datetime) -> Reply:
+    def _stale(self, session: Session, inbound: Inbound, now: datetime,
+               why: str = "stale") -> Reply:
         speaker = self._speaker(session, inbound, now)
         ctx = self._ctx(speaker, now)
-        out = [Outbound(self.r.text(ctx.lang, "stale"), kind="error")]
+        out = [Outbound(self.r.text(ctx.lang, why), kind="error")]
         current = conv.current_dialog(session, speaker.user_id)
         if current is not None:
             out.extend(self.engine.ask(DialogState.from_json(current.state), ctx))
         return Reply(tuple(out), ctx.lang)
+
+    def _conflict(self, session: Session, inbound: Inbound, now: datetime) -> Reply:
+        return self._stale(session, inbound, now, why="conflict")
 
     def _turn(self, session: Session, inbound: Inbound, now: datetime) -> Reply:
         if inbound.event_id and not conv.first_time(session, inbound.platform, inbound.event_id,
@@ -278,6 +289,10 @@ class Coach:
         uses = bool(self.engine.flows[state.flow].spec.uses)
         if uses:
             ctx = replace(ctx, facts=self._facts(session, speaker, state, now, ctx))
+        unique = self.engine.unique_need(state)
+        if unique is not None and records.value_taken(session, *unique, org_id=speaker.org_id,
+                                                      value=text.strip()):
+            ctx = replace(ctx, taken=frozenset({text.strip()}))
         turn = self.engine.advance(state, text, ctx)
         if uses and turn.state.bound != state.bound:
             # the answer named the subject: run the turn again knowing about it (the next

@@ -51,6 +51,8 @@ class FlowContext(TurnContext):
     `max_fact` in checks, `{...}` in record fills. Plain JSON-like data, read only."""
 
     facts: Mapping[str, Any] = field(default_factory=dict)
+    # answers to a `unique` step that the store already holds
+    taken: frozenset[str] = frozenset()
 
 
 def facts_of(ctx: TurnContext) -> Mapping[str, Any]:
@@ -219,6 +221,18 @@ class Engine:
         intro = Outbound(self.r.pick(flow.spec.intro, ctx.lang, **self._extras(flow, ctx)),
                          kind="intro")
         return self._proceed(flow, state, ctx, (intro,), ())
+
+    def unique_need(self, state: DialogState) -> tuple[str, str] | None:
+        """If the current question is a `unique` one, the (table, column) its answer must not
+        already be in: the host says whether the typed value is (`FlowContext.taken`)."""
+        if state.pending or state.cursor is None:
+            return None
+        flow = self.flows[state.flow]
+        slot = self._slot(flow, state, state.cursor)
+        if slot is None or slot.step is None or not slot.step.unique or not slot.step.save:
+            return None
+        alias, column = slot.step.save.split(".")[:2]
+        return flow.spec.records[alias].table, column
 
     def reference_need(self, state: DialogState) -> tuple[str, str | None] | None:
         """If the current question names an existing row, what the host looks up first:
@@ -586,7 +600,7 @@ class Engine:
         except _TooLong as exc:
             return self._reask(flow, state, ctx, "err.too_long", length=exc.length,
                                limit=step.max_length)
-        if step.not_before is not None or step.type == "money":
+        if step.not_before is not None or step.type == "money" or step.unique:
             problem = self._violation(flow, state, slot, value, ctx)
             if problem is not None:
                 return self._reask(flow, state, ctx, problem[0], **problem[1])
@@ -595,7 +609,8 @@ class Engine:
     def _violation(self, flow: Flow, state: DialogState, slot: Slot, value: Any,
                    ctx: TurnContext) -> tuple[str, dict[str, Any]] | None:
         """The declared checks that need more than the answer itself: a due date before the
-        issue date, a payment above what is owed or in another currency, a too small amount."""
+        issue date, a payment above what is owed or in another currency, a too small amount,
+        an invoice number already used."""
         step = slot.step
         assert step is not None
         if step.not_before is not None:
@@ -607,6 +622,9 @@ class Engine:
                 return "err.date_before", {
                     "date": value, "other": earlier,
                     "other_label": self.r.pick(other.label or other.ask, ctx.lang)}
+        if step.unique and isinstance(ctx, FlowContext) and value in ctx.taken:
+            return "err.taken", {"value": value,
+                                 "label": self.r.pick(step.label or step.ask, ctx.lang)}
         if step.type == "money" and isinstance(value, dict):
             amount = Decimal(str(value["amount"]))
             if step.min_value is not None and amount < Decimal(str(step.min_value)):

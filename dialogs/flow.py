@@ -121,6 +121,9 @@ class StepDef(_Strict):
     currency_fact: str | None = None
     # a multi-choice saved as one row per chosen value (a checklist: buying signals)
     each: bool = False
+    # a text answer not already in its `save` column anywhere in the org (an invoice number):
+    # the host looks the typed value up before the turn (`FlowContext.taken`)
+    unique: bool = False
 
 
 class GroupDef(_Strict):
@@ -382,6 +385,8 @@ def _check(flow: Flow, columns: Mapping[str, set[str]] | None, langs: tuple[str,
                             f"`not_before: {step.not_before}` is not an earlier date step")
         if (step.max_fact or step.currency_fact) and step.type != "money":
             raise _fail(src, where, "`max_fact` / `currency_fact` only go with a money step")
+        if step.unique and (step.type != "text" or not step.save):
+            raise _fail(src, where, "`unique` needs a text step that saves")
         if step.each and (step.type != "multi_choice" or not step.save):
             raise _fail(src, where, "`each` needs a multi-choice step that saves")
         if step.type in REFERENCE_TYPES and step.save and step.type != "account" \

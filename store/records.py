@@ -155,6 +155,14 @@ def log_activity(
     })
 
 
+def value_taken(session: Session, table_name: str, column: str, *, org_id: uuid.UUID,
+                value: str) -> bool:
+    """Whether a row of the org already has `value` in `column` (an invoice number)."""
+    table = _table(table_name)
+    query = select(table.c.id).where(table.c.org_id == org_id, table.c[column] == value)
+    return session.connection().execute(query.limit(1)).first() is not None
+
+
 def names(session: Session, table_name: str, *, org_id: uuid.UUID,
           account_id: str | None = None, limit: int = 5000) -> list[tuple[str, str]]:
     """(id, name) of an org's accounts, or of one account's contacts, for "did you mean"."""
