@@ -193,7 +193,9 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-async def time_turns(coach: Coach, user: str, texts: list[str]) -> list[float]:
+async def time_turns(coach: Coach, user: str, texts: list[str],
+                     kinds: dict[str, int] | None = None) -> list[float]:
+    """Milliseconds per turn; `kinds` counts the replies (card, pick list, error)."""
     out = []
     for text in texts:
         started = time.perf_counter()
@@ -202,6 +204,8 @@ async def time_turns(coach: Coach, user: str, texts: list[str]) -> list[float]:
         out.append((time.perf_counter() - started) * 1000)
         if not reply.messages or reply.messages[0].kind not in ("card", "pick", "error"):
             raise SystemExit(f"unexpected reply to {text!r}: {reply.messages[:1]}")
+        if kinds is not None:
+            kinds[reply.messages[0].kind] = kinds.get(reply.messages[0].kind, 0) + 1
     return out
 
 
@@ -231,11 +235,13 @@ async def run_backend(url: str, args: argparse.Namespace) -> dict[str, Any]:
         coach = Coach(db, engine, renderer, clock=lambda: NOW, registry=load_commands())
         queries = [typo(rng, rng.choice(data["names"])) for _ in range(args.queries)]
         await time_turns(coach, "admin", ["account warm up", "pipeline team"])  # caches
-        account_ms = await time_turns(coach, "admin", [f"account {q}" for q in queries])
+        kinds: dict[str, int] = {}
+        account_ms = await time_turns(coach, "admin", [f"account {q}" for q in queries], kinds)
         pipeline_ms = await time_turns(coach, data["manager"], ["pipeline team"] * args.pipelines)
         result.update(
             account_p50_ms=round(statistics.median(account_ms), 1),
             account_p99_ms=round(percentile(account_ms, 99), 1),
+            account_replies=kinds,
             pipeline_p50_ms=round(statistics.median(pipeline_ms), 1),
             pipeline_p99_ms=round(percentile(pipeline_ms, 99), 1),
         )
@@ -299,7 +305,8 @@ async def main() -> int:
         print(f"[{r['backend']}] {args.accounts:,} accounts, {args.accounts * 3:,} contacts, "
               f"{args.accounts * 2:,} opportunities (filled in {r['fill_s']} s)")
         print(f"  account <typo>  p50 {r['account_p50_ms']} ms  p99 {r['account_p99_ms']} ms"
-              f"  ({args.queries} look-ups by an admin who sees every account)")
+              f"  ({args.queries} look-ups by an admin who sees every account; replies: "
+              f"{', '.join(f'{n} {k}' for k, n in sorted(r['account_replies'].items()))})")
         print(f"  pipeline team   p50 {r['pipeline_p50_ms']} ms  p99 {r['pipeline_p99_ms']} ms"
               f"  (a manager of 50 reps)")
         print(f"  import          {r['import_rows']:,} rows in {r['import_s']} s = "

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # built in; flows name their own command (`command:` in the flow file) and other commands
 # register in bot/commands/
 BUILTIN_COMMANDS = {"resume": 80, "lang": 95, "help": 99}
+# arguments that name whose data rather than a record (`pipeline team`, `spin @li`)
+SCOPE_WORDS = frozenset({"team", "团队", "all", "全部"})
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,12 @@ class Reply:
 
 #: a front end's step inside a turn's unit of work (see `Coach.handle`)
 AfterTurn = Callable[[Session, Reply], Reply]
+
+
+class TurnRejected(Exception):
+    """Raised by an `after` step to roll the whole turn back (what the input answers was
+    closed meanwhile, the update was handled already): `Coach.handle` re-raises it, counted as
+    a rejected turn rather than an error."""
 
 
 class Coach:
@@ -119,6 +127,9 @@ class Coach:
             # Another input for the same dialog won the race; show where it stands now.
             outcome = "stale"
             return await self.db.run(self._then, self._stale, after, inbound, now)
+        except TurnRejected:
+            outcome = "rejected"
+            raise
         except IntegrityError:
             # A unique value (an invoice number) recorded by someone else since the answer
             # was checked: the turn is rolled back; say so and ask again.
@@ -134,9 +145,10 @@ class Coach:
                 self.metrics.turn_seconds.labels(inbound.platform).observe(
                     time.perf_counter() - started)
 
-    async def greet(self, inbound: Inbound) -> Reply:
-        """The welcome for a front end that starts a conversation (console start, /start)."""
-        return await self.db.run(self._greet, inbound, self.clock())
+    async def greet(self, inbound: Inbound, *, after: AfterTurn | None = None) -> Reply:
+        """The welcome for a front end that starts a conversation (console start, /start);
+        `after` as for `handle`."""
+        return await self.db.run(self._then, self._greet, after, inbound, self.clock())
 
     def error_reply(self, lang: str, ref: str) -> Outbound:
         return Outbound(self.r.text(lang, "error.internal", ref=ref), kind="error")
@@ -222,6 +234,10 @@ class Coach:
                 return self._lang(session, speaker, arg, current, now)
             if command == "resume":
                 return self._resume(session, speaker, arg, now)
+            if command == "spin" and "spinmix" in self.registry.commands and (
+                    arg.startswith("@") or arg.casefold() in SCOPE_WORDS):
+                # `spin @rep` / `spin team`: the SPIN mix look-up; `spin Daqing` opens the dialog
+                return self._command(session, speaker, inbound, "spinmix", arg, now)
             if command in self.flow_commands:
                 return self._start(session, speaker, self.flow_commands[command], now, arg)
             return self._command(session, speaker, inbound, command, arg, now)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, String, func, literal, select, union_all
 from sqlalchemy.orm import Session
 
 from store.enums import (
@@ -265,6 +265,7 @@ def health_of(session: Session, org_id: uuid.UUID, scope: Select[Any], *, now: d
     return health_of_ids(session, org_id, ids, now=now, today=today, thresholds=thresholds)
 
 
+_SIGNAL = "signal"  # the kind of the signal counts next to SPIN kinds (S, P, I, N)
 _CHUNK = 5000  # ids per IN list (SQLite allows 32,766 parameters)
 
 
@@ -277,43 +278,72 @@ def health_of_ids(session: Session, org_id: uuid.UUID, ids: Iterable[uuid.UUID],
                   now: datetime, today: date | None = None,
                   thresholds: Mapping[str, int] | None = None) -> dict[uuid.UUID, Health]:
     """Health of the open opportunities among `ids`: the opportunities, their accounts'
-    contacts, SPIN counts and signal counts in one grouped query each (per 5,000 ids).
+    contacts, and SPIN and signal counts in one grouped query each (per 5,000 ids).
 
     The queries go by primary and foreign keys only (the ids already belong to the org), so
     the database reads exactly those rows."""
     wanted = sorted(set(ids))
-    if not wanted:
-        return {}
     opps: list[OppFacts] = []
     for chunk in _chunks(wanted):
         for row in session.execute(select(Opportunity.org_id, *_OPP_COLUMNS)
                                    .where(Opportunity.id.in_(chunk))):
             if row[0] == org_id and row[3] in OPEN_STAGES:
                 opps.append(OppFacts(*row[1:]))
+    return _health(session, org_id, opps, None, now=now, today=today, thresholds=thresholds)
+
+
+def health_of_rows(session: Session, org_id: uuid.UUID, opportunities: Iterable[Opportunity],
+                   *, contacts: Iterable[Contact] | None = None, now: datetime,
+                   today: date | None = None, thresholds: Mapping[str, int] | None = None
+                   ) -> dict[uuid.UUID, Health]:
+    """Like `health_of_ids` for opportunities a caller has loaded already (a card, a list),
+    and with `contacts` every contact of their accounts when the caller has those too: the
+    same answer with fewer queries."""
+    opps = [OppFacts(*(getattr(o, c.key) for c in _OPP_COLUMNS)) for o in opportunities
+            if o.org_id == org_id and o.stage in OPEN_STAGES]
+    known = None
+    if contacts is not None:
+        known = defaultdict(list)
+        for c in contacts:
+            known[c.account_id].append(ContactFacts(c.name, tuple(c.buying_roles or ()),
+                                                    c.relationship_stage, c.insider_level))
+    return _health(session, org_id, opps, known, now=now, today=today, thresholds=thresholds)
+
+
+def _health(session: Session, org_id: uuid.UUID, opps: list[OppFacts],
+            known: Mapping[uuid.UUID, list[ContactFacts]] | None, *, now: datetime,
+            today: date | None, thresholds: Mapping[str, int] | None
+            ) -> dict[uuid.UUID, Health]:
     if not opps:
         return {}
     open_ids = [o.id for o in opps]
-    accounts = sorted({o.account_id for o in opps})
-    contacts: dict[uuid.UUID, list[ContactFacts]] = defaultdict(list)
-    for chunk in _chunks(accounts):
-        for account_id, name, roles, rel, insider in session.execute(
-                select(Contact.account_id, Contact.name, Contact.buying_roles,
-                       Contact.relationship_stage, Contact.insider_level)
-                .where(Contact.account_id.in_(chunk))):
-            contacts[account_id].append(ContactFacts(name, tuple(roles or ()), rel, insider))
+    contacts: Mapping[uuid.UUID, list[ContactFacts]]
+    if known is not None:
+        contacts = known
+    else:
+        found: dict[uuid.UUID, list[ContactFacts]] = defaultdict(list)
+        for chunk in _chunks(sorted({o.account_id for o in opps})):
+            for account_id, name, roles, rel, insider in session.execute(
+                    select(Contact.account_id, Contact.name, Contact.buying_roles,
+                           Contact.relationship_stage, Contact.insider_level)
+                    .where(Contact.account_id.in_(chunk))):
+                found[account_id].append(ContactFacts(name, tuple(roles or ()), rel, insider))
+        contacts = found
     spin: dict[uuid.UUID, dict[str, int]] = defaultdict(dict)
     signals: dict[uuid.UUID, int] = {}
     for chunk in _chunks(open_ids):
-        for opp_id, kind, count in session.execute(
-                select(SpinEntry.opportunity_id, SpinEntry.kind, func.count())
-                .where(SpinEntry.opportunity_id.in_(chunk))
-                .group_by(SpinEntry.opportunity_id, SpinEntry.kind)):
-            spin[opp_id][kind] = int(count)
-        for opp_id, count in session.execute(
-                select(BuyingSignal.opportunity_id, func.count())
+        # SPIN counts by kind and signal counts in one round trip
+        spins = (select(SpinEntry.opportunity_id, SpinEntry.kind, func.count())
+                 .where(SpinEntry.opportunity_id.in_(chunk))
+                 .group_by(SpinEntry.opportunity_id, SpinEntry.kind))
+        seen = (select(BuyingSignal.opportunity_id, literal(_SIGNAL, String), func.count())
                 .where(BuyingSignal.opportunity_id.in_(chunk))
-                .group_by(BuyingSignal.opportunity_id)):
-            signals[opp_id] = int(count)
+                .group_by(BuyingSignal.opportunity_id))
+        for opp_id, kind, count in session.execute(union_all(spins, seen)):
+            if kind == _SIGNAL:
+                signals[opp_id] = int(count)
+            else:
+                spin[opp_id][kind] = int(count)
     limits = thresholds if thresholds is not None else stalled_days(session, org_id)
     day = today or now.date()
     return {o.id: evaluate(o, contacts.get(o.account_id, ()), spin.get(o.id, {}),

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from functools import cache
@@ -30,7 +30,14 @@ from dialogs.messages import Option, Outbound
 from dialogs.render import Renderer
 from store import health as health_mod
 from store import privacy
-from store.analytics import RepStats, spin_mix, team_report
+from store.analytics import (
+    SPIN_KINDS,
+    RepStats,
+    SpinMix,
+    spin_mix,
+    spin_mix_by_rep,
+    team_report,
+)
 from store.enums import OPEN_STAGES, BuyingRole, InvoiceStatus, Role
 from store.models import (
     Account,
@@ -150,6 +157,25 @@ def _pick(req: CommandRequest, command: str, typed: str, matches: list[Match]) -
     return [Outbound(text, kind="pick", options=tuple(options))]
 
 
+Search = Callable[[Session, Viewer, str], list[Match]]
+
+
+def _resolve(req: CommandRequest, command: str, search: Search, kind: str
+             ) -> tuple[Viewer, Match | list[Outbound]]:
+    """The record `req.arg` names, or the reply instead of it: the usage, "none found" (also
+    for someone else's record: the search sees only the viewer's) or a pick list."""
+    who = _viewer(req)
+    if not req.arg:
+        return who, _error(req, f"lk.usage.{command}")
+    matches = search(req.session, who, req.arg)
+    chosen = decide(matches)
+    if chosen is not None:
+        return who, chosen
+    if not matches:
+        return who, _error(req, f"lk.none.{kind}", typed=req.arg[:80])
+    return who, _pick(req, command, req.arg[:80], matches)
+
+
 def _personal_allowed(req: CommandRequest, who: Viewer, *owners: uuid.UUID | None) -> bool:
     return req.inbound.chat == "private" and who.may_see_personal(*owners)
 
@@ -162,15 +188,18 @@ def _audit_personal(req: CommandRequest, command: str, contact_ids: list[uuid.UU
                                            "platform": req.inbound.platform})
 
 
-def _contacts_view(req: CommandRequest, who: Viewer, account: Account, command: str,
-                   *, key_only: bool
-                   ) -> tuple[list[dict[str, Any]], list[uuid.UUID], bool, str | None]:
-    """Contacts of an account ordered by buying role; which personal notes were shown; whether
-    notes exist that this chat may not show; the insider level reached (over all contacts)."""
-    rows = req.session.execute(
+def _contacts_of(session: Session, account: Account) -> Sequence[Contact]:
+    return session.execute(
         select(Contact).where(Contact.org_id == account.org_id,
                               Contact.account_id == account.id).order_by(Contact.name)
     ).scalars().all()
+
+
+def _contacts_view(req: CommandRequest, who: Viewer, account: Account, rows: Sequence[Contact],
+                   command: str, *, key_only: bool
+                   ) -> tuple[list[dict[str, Any]], list[uuid.UUID], bool, str | None]:
+    """Contacts `rows` of an account ordered by buying role; which personal notes were shown;
+    whether notes exist that this chat may not show; the insider level reached (over all)."""
     names = {c.id: c.name for c in rows}
     shown: list[uuid.UUID] = []
     hidden = False
@@ -238,6 +267,18 @@ def _owner_names(session: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, str]:
         select(User.id, User.display_name).where(User.id.in_(sorted(ids))))}
 
 
+def _with_account_names(session: Session, opps: Sequence[Opportunity]
+                        ) -> list[tuple[Opportunity, str | None]]:
+    """The opportunities of a list with their customers' names. Read after the list is cut to
+    its few rows: joining first would read every account of the org before the LIMIT."""
+    ids = sorted({o.account_id for o in opps})
+    names: dict[uuid.UUID, str] = {}
+    if ids:
+        names = {i: n for i, n in session.execute(
+            select(Account.id, Account.name).where(Account.id.in_(ids)))}
+    return [(o, names.get(o.account_id)) for o in opps]
+
+
 def _opp_line(req: CommandRequest, o: Opportunity, found: health_mod.Health | None,
               owner: str | None = None, account: str | None = None) -> dict[str, Any]:
     return {"name": o.name, "account": account, "stage": _label(req, "stage", o.stage),
@@ -259,27 +300,22 @@ def _private_note(req: CommandRequest, shown: list[uuid.UUID], hidden: bool) -> 
 
 
 def account_card(req: CommandRequest) -> Sequence[Outbound]:
-    if not req.arg:
-        return _error(req, "lk.usage.account")
-    who = _viewer(req)
-    matches = search_accounts(req.session, who, req.arg)
-    chosen = decide(matches)
-    if chosen is None:
-        if not matches:
-            return _error(req, "lk.none.account", typed=req.arg[:80])
-        return _pick(req, "account", req.arg[:80], matches)
+    who, chosen = _resolve(req, "account", search_accounts, "account")
+    if isinstance(chosen, list):
+        return chosen
     session = req.session
     account = session.get(Account, chosen.id)
     assert account is not None
     opps = session.execute(select(Opportunity).where(Opportunity.account_id == account.id)
                            .order_by(Opportunity.stage_entered_at.desc())).scalars().all()
     open_opps = [o for o in opps if o.stage in OPEN_STAGES]
-    healths = health_mod.health_of_ids(session, account.org_id, [o.id for o in open_opps],
-                                       now=req.now, today=req.ctx.today)
+    people = _contacts_of(session, account)
+    healths = health_mod.health_of_rows(session, account.org_id, open_opps, contacts=people,
+                                        now=req.now, today=req.ctx.today)
     owners = _owner_names(session, {account.owner_id, *(o.owner_id for o in opps)})
     furthest = max((o.stage for o in open_opps), key=lambda s: health_mod.STAGE_INDEX[s],
                    default=None)
-    contacts, shown, hidden, insider = _contacts_view(req, who, account, "account",
+    contacts, shown, hidden, insider = _contacts_view(req, who, account, people, "account",
                                                       key_only=True)
     view = {
         "name": account.name,
@@ -303,36 +339,32 @@ def account_card(req: CommandRequest) -> Sequence[Outbound]:
         "personal_hidden": _private_note(req, shown, hidden),
     }
     text = req.renderer.template("lookup_account.j2", req.ctx.lang, a=view)
-    return [Outbound(text, kind="card", private=bool(shown))]
+    return [Outbound(text, kind="card", private=bool(shown), record=("account", str(account.id)))]
 
 
 # ---- opp ------------------------------------------------------------------------------------
 
 
 def opp_card(req: CommandRequest) -> Sequence[Outbound]:
-    if not req.arg:
-        return _error(req, "lk.usage.opp")
-    who = _viewer(req)
-    matches = search_opportunities(req.session, who, req.arg)
-    chosen = decide(matches)
-    if chosen is None:
-        if not matches:
-            return _error(req, "lk.none.opp", typed=req.arg[:80])
-        return _pick(req, "opp", req.arg[:80], matches)
+    who, chosen = _resolve(req, "opp", search_opportunities, "opp")
+    if isinstance(chosen, list):
+        return chosen
     session = req.session
     opp = session.get(Opportunity, chosen.id)
     assert opp is not None
     account = session.get(Account, opp.account_id)
     assert account is not None
-    found = health_mod.health_of_ids(session, opp.org_id, [opp.id], now=req.now,
-                                     today=req.ctx.today).get(opp.id)
+    people = _contacts_of(session, account)
+    found = health_mod.health_of_rows(session, opp.org_id, [opp], contacts=people,
+                                      now=req.now, today=req.ctx.today).get(opp.id)
     owners = _owner_names(session, {opp.owner_id})
     mix = spin_mix(session, opp.org_id, opportunity_id=opp.id)
     signals = session.execute(
         select(BuyingSignal.signal, BuyingSignal.note, BuyingSignal.observed_at)
         .where(BuyingSignal.opportunity_id == opp.id)
         .order_by(BuyingSignal.observed_at.desc())).all()
-    contacts, shown, hidden, insider = _contacts_view(req, who, account, "opp", key_only=True)
+    contacts, shown, hidden, insider = _contacts_view(req, who, account, people, "opp",
+                                                      key_only=True)
     checks = [{"label": _label(req, "check", c),
                "ok": health_mod.passed((opp.qualification or {}).get(c))}
               for c in ("need", "timetable", "budget", "can_win", "worth_it", "our_strength")]
@@ -360,19 +392,13 @@ def opp_card(req: CommandRequest) -> Sequence[Outbound]:
 
 
 def who_map(req: CommandRequest) -> Sequence[Outbound]:
-    if not req.arg:
-        return _error(req, "lk.usage.who")
-    who = _viewer(req)
-    matches = search_accounts(req.session, who, req.arg)
-    chosen = decide(matches)
-    if chosen is None:
-        if not matches:
-            return _error(req, "lk.none.account", typed=req.arg[:80])
-        return _pick(req, "who", req.arg[:80], matches)
+    who, chosen = _resolve(req, "who", search_accounts, "account")
+    if isinstance(chosen, list):
+        return chosen
     account = req.session.get(Account, chosen.id)
     assert account is not None
-    contacts, shown, hidden, _insider = _contacts_view(req, who, account, "who",
-                                                       key_only=False)
+    contacts, shown, hidden, _insider = _contacts_view(
+        req, who, account, _contacts_of(req.session, account), "who", key_only=False)
     roles = []
     for role in ROLE_ORDER:
         roles.append({"label": _label(req, "role", role), "hint": req.text(f"lk.who.{role}"),
@@ -481,16 +507,15 @@ def pipeline(req: CommandRequest) -> Sequence[Outbound]:
              for s in health_mod.STAGE_ORDER if s in funnel]
     idle_since = func.coalesce(Opportunity.last_activity_at, Opportunity.stage_entered_at,
                                Opportunity.created_at)
-    base = (select(Opportunity, Account.name).join(Account, Account.id == Opportunity.account_id)
-            .where(where))
+    base = select(Opportunity).where(where)
     if sort == "health":
         healths = health_mod.health_of(session, org_id, select(Opportunity.id).where(where),
                                        now=req.now, today=req.ctx.today)
         worst = sorted(healths.values(), key=lambda h: (h.score, str(h.opportunity_id)))
         ids = [h.opportunity_id for h in worst[:LIST_LIMIT]]
         order = {i: n for n, i in enumerate(ids)}
-        rows = sorted(session.execute(base.where(Opportunity.id.in_(ids))).all(),
-                      key=lambda r: order[r[0].id])
+        opps = sorted(session.execute(base.where(Opportunity.id.in_(ids))).scalars(),
+                      key=lambda o: order[o.id])
     else:
         ordering: list[Any] = {  # type: ignore[assignment]
             "stage": [Opportunity.stage_entered_at.desc()],
@@ -503,11 +528,12 @@ def pipeline(req: CommandRequest) -> Sequence[Outbound]:
             ordering = [case({s: i for i, s in enumerate(health_mod.STAGE_ORDER)},
                              value=Opportunity.stage).desc(),
                         Opportunity.amount.desc().nulls_last()]
-        rows = list(session.execute(base.order_by(*ordering, Opportunity.id)
-                                    .limit(LIST_LIMIT)).all())
-        healths = health_mod.health_of_ids(session, org_id, [r[0].id for r in rows],
-                                           now=req.now, today=req.ctx.today)
-    owners = _owner_names(session, {r[0].owner_id for r in rows})
+        opps = list(session.execute(base.order_by(*ordering, Opportunity.id)
+                                    .limit(LIST_LIMIT)).scalars())
+        healths = health_mod.health_of_rows(session, org_id, opps, now=req.now,
+                                            today=req.ctx.today)
+    rows = _with_account_names(session, opps)
+    owners = _owner_names(session, {o.owner_id for o in opps})
     show_owner = scope.owners is None or len(scope.owners) > 1
     items = []
     for opp, account_name in rows:
@@ -540,13 +566,13 @@ def stalled(req: CommandRequest) -> Sequence[Outbound]:
     where = and_(scope.owned(Opportunity.owner_id, Opportunity.org_id, org_id),
                  Opportunity.stage.in_(sorted(OPEN_STAGES)), or_(idle, late))
     total = session.execute(select(func.count()).select_from(Opportunity).where(where)).scalar()
-    rows = session.execute(
-        select(Opportunity, Account.name, idle_since)
-        .join(Account, Account.id == Opportunity.account_id)
-        .where(where).order_by(idle_since.asc(), Opportunity.id).limit(LIST_LIMIT * 2)).all()
-    owners = _owner_names(session, {r[0].owner_id for r in rows})
+    opps = list(session.execute(
+        select(Opportunity).where(where).order_by(idle_since.asc(), Opportunity.id)
+        .limit(LIST_LIMIT * 2)).scalars())
+    owners = _owner_names(session, {o.owner_id for o in opps})
     items = []
-    for opp, account_name, since in rows:
+    for opp, account_name in _with_account_names(session, opps):
+        since = opp.last_activity_at or opp.stage_entered_at or opp.created_at
         days = max(0, (req.now - since).days) if since else 0
         limit = limits.get(opp.stage, 21)
         late_days = (req.ctx.today - opp.next_step_due).days if (
@@ -663,6 +689,17 @@ def _rep_view(req: CommandRequest, stats: RepStats) -> dict[str, Any]:
             if stats.mean_days_to_pay is not None else "—"}
 
 
+def _with_team(session: Session, users: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Whom `users` are compared with: one rep with their manager's team, a team with itself."""
+    compare = set(users)
+    if len(users) == 1:
+        manager = session.execute(select(User.manager_id).where(User.id == next(iter(users)))
+                                  ).scalar()
+        if manager is not None:
+            compare |= set(team_of(session, manager)) - {manager}
+    return compare
+
+
 def analytics(req: CommandRequest) -> Sequence[Outbound]:
     who = _viewer(req)
     tokens = req.arg.split()
@@ -687,12 +724,7 @@ def analytics(req: CommandRequest) -> Sequence[Outbound]:
                                                           User.active.is_(True))).scalars())
     else:
         users = set(scope.owners)
-    compare = set(users)
-    if len(users) == 1:  # one rep: compared with their manager's team
-        manager = session.execute(select(User.manager_id).where(User.id == next(iter(users)))
-                                  ).scalar()
-        if manager is not None:
-            compare |= set(team_of(session, manager)) - {manager}
+    compare = _with_team(session, users)
     start = req.now - timedelta(days=days)
     report = team_report(session, who.org_id, compare, start=start, end=req.now, now=req.now)
     reps = []
@@ -712,6 +744,68 @@ def analytics(req: CommandRequest) -> Sequence[Outbound]:
     return [Outbound(text, kind="card")]
 
 
+# ---- spinmix ----------------------------------------------------------------------------------
+
+SPINMIX_DAYS = 30
+
+
+def _mix_view(req: CommandRequest, name: str, mix: SpinMix) -> dict[str, Any]:
+    return {"name": name, "total": mix.total,
+            "counts": {k: mix.count(k) for k in SPIN_KINDS},
+            "shares": {k: _pct(mix.share(k)) if mix.total else "—" for k in SPIN_KINDS},
+            "feedback": req.text(f"spin.fb.{mix.feedback}")}
+
+
+def spinmix(req: CommandRequest) -> Sequence[Outbound]:
+    """`spinmix [opp name|@rep|team]`: the SPIN mix of one opportunity, or of a rep (the asker
+    by default) or a team over the last 30 days, compared with the team."""
+    tokens = req.arg.split()
+    scope_words = {"team", "团队", "all", "全部"}
+    if len(tokens) == 1 and (tokens[0].startswith("@") or tokens[0].casefold() in scope_words):
+        return _spinmix_people(req, tokens)
+    if not tokens:
+        return _spinmix_people(req, [])
+    who, chosen = _resolve(req, "spinmix", search_opportunities, "opp")
+    if isinstance(chosen, list):
+        return chosen
+    opp = req.session.get(Opportunity, chosen.id)
+    if opp is None or not who.can_see(opp.owner_id):  # the search already sees only theirs
+        return _error(req, "lk.none.opp", typed=req.arg[:80])
+    mix = spin_mix(req.session, opp.org_id, opportunity_id=opp.id)
+    text = req.renderer.template("lookup_spinmix.j2", req.ctx.lang,
+                                 title=req.text("lk.spinmix.opp", name=opp.name,
+                                                account=chosen.context or ""),
+                                 rows=[_mix_view(req, opp.name, mix)], team=None)
+    return [Outbound(text, kind="card")]
+
+
+def _spinmix_people(req: CommandRequest, tokens: list[str]) -> Sequence[Outbound]:
+    who = _viewer(req)
+    scope, _rest = _scope(req, who, tokens)
+    if scope is None:
+        return _error(req, "lk.not_yours")
+    session = req.session
+    if scope.owners is None:  # an admin's `team`: everyone active in the org
+        users = set(session.execute(select(User.id).where(User.org_id == who.org_id,
+                                                          User.active.is_(True))).scalars())
+    else:
+        users = set(scope.owners)
+    compare = _with_team(session, users)
+    mixes = spin_mix_by_rep(session, who.org_id, compare, start=req.now - timedelta(
+        days=SPINMIX_DAYS), end=req.now)
+    names = _owner_names(session, users)
+    shown = [u for u in users if len(users) == 1 or mixes.get(u, SpinMix()).total]
+    rows = sorted((_mix_view(req, names.get(u, "?"), mixes.get(u, SpinMix())) for u in shown),
+                  key=lambda r: (-r["total"], r["name"]))
+    team = sum((mixes.get(u, SpinMix()) for u in compare), SpinMix())
+    text = req.renderer.template("lookup_spinmix.j2", req.ctx.lang,
+                                 title=req.text("lk.spinmix.people", scope=scope.label,
+                                                days=SPINMIX_DAYS),
+                                 rows=rows, team=_mix_view(req, req.text("lk.analytics.team"),
+                                                           team))
+    return [Outbound(text, kind="card")]
+
+
 def register(registry: Registry) -> None:
     registry.add("account", account_card, order=40)
     registry.add("opp", opp_card, order=41)
@@ -720,4 +814,5 @@ def register(registry: Registry) -> None:
     registry.add("stalled", stalled, order=44)
     registry.add("overdue", overdue, order=45)
     registry.add("analytics", analytics, order=46)
+    registry.add("spinmix", spinmix, order=47)
 

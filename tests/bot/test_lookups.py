@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -14,7 +14,7 @@ from bot.commands import load_commands
 from bot.demo import load_demo
 from dialogs.messages import Inbound
 from store.db import Database
-from store.models import AuditLog
+from store.models import AuditLog, SpinEntry
 from tests.store.lookups_data import NOW, build, uid
 
 
@@ -207,3 +207,103 @@ async def test_analytics_for_a_manager_compares_reps_with_the_team(db: Database)
     assert refused.messages[0].kind == "error"
     bad = await ask(coach, "lilei", "analytics 999", org="demo")
     assert bad.messages[0].kind == "error" and "1 to 366" in text_of(bad)
+
+
+def _log_spin(session: Session) -> None:
+    """rep1 asked S S P I on Winter jackets (one S 40 days ago, outside the 30-day window);
+    rep2 asked S P I N on Drilling crew parkas."""
+    asked = [("rep1", "sinopec-winter", "S", 40), ("rep1", "sinopec-winter", "S", 5),
+             ("rep1", "sinopec-winter", "P", 4), ("rep1", "sinopec-winter", "I", 3),
+             ("rep2", "daqing-crews", "S", 6), ("rep2", "daqing-crews", "P", 5),
+             ("rep2", "daqing-crews", "I", 4), ("rep2", "daqing-crews", "N", 3)]
+    for n, (rep, opp, kind, days) in enumerate(asked):
+        at = NOW - timedelta(days=days)
+        session.add(SpinEntry(id=uid("spin", str(n)), org_id=uid("org", "acme"),
+                              opportunity_id=uid("opp", opp), user_id=uid("user", rep),
+                              kind=kind, question=f"question {n}", asked_at=at, created_at=at))
+
+
+@pytest.fixture
+async def spin_coach(db: Database) -> Coach:
+    await db.run(build)
+    await db.run(_log_spin)
+    return make_coach(db)
+
+
+async def test_spinmix_of_an_opportunity_counts_all_its_questions(spin_coach: Coach) -> None:
+    reply = await ask(spin_coach, "rep1", "spinmix winter jackets")
+    card = text_of(reply)
+    assert reply.messages[0].kind == "card"
+    assert card.startswith(
+        "SPIN mix — Winter jackets 2027 (中石化北京石油分公司 (Sinopec Beijing))")
+    assert ("Winter jackets 2027 (4 questions): S 2 (50%) · P 1 (25%) · I 1 (25%) · N 0 (0%)"
+            " — no need-payoff questions yet") in card
+    assert "Team" not in card
+
+
+async def test_spinmix_of_a_rep_over_30_days_compared_with_the_team(spin_coach: Coach) -> None:
+    mine = text_of(await ask(spin_coach, "rep1", "spinmix"))
+    assert mine.startswith("SPIN mix — your pipeline, last 30 days")
+    # the question 40 days ago is outside the window
+    assert "Rep1 (3 questions): S 1 (33%) · P 1 (33%) · I 1 (33%) · N 0 (0%)" in mine
+    assert "Team (7 questions): S 2 (29%) · P 2 (29%) · I 2 (29%) · N 1 (14%)" in mine
+    assert "Rep2" not in mine  # compared with the team, not shown one by one
+    theirs = text_of(await ask(spin_coach, "manager", "spinmix @rep2"))
+    assert "Rep2 (4 questions): S 1 (25%) · P 1 (25%) · I 1 (25%) · N 1 (25%) — a good mix" \
+        in theirs
+    team = text_of(await ask(spin_coach, "manager", "spinmix team"))
+    assert team.startswith("SPIN mix — your team, last 30 days")
+    assert team.index("Rep2 (4 questions)") < team.index("Rep1 (3 questions)") \
+        < team.index("Team (7 questions)")
+
+
+@pytest.mark.parametrize(("who", "command"), [
+    ("rep1", "spinmix @rep2"), ("manager", "spinmix @rep3"), ("rep1", "spinmix @nobody"),
+    ("manager2", "spinmix @rep1"),
+])
+async def test_spinmix_of_someone_elses_rep_is_not_yours(spin_coach: Coach, who: str,
+                                                         command: str) -> None:
+    reply = await ask(spin_coach, who, command)
+    assert reply.messages[0].kind == "error" and "not yours" in text_of(reply)
+    assert "Rep" not in text_of(reply)
+
+
+@pytest.mark.parametrize(("who", "sees"), [("rep1", False), ("rep2", True), ("manager", True),
+                                           ("manager2", False), ("admin", True)])
+async def test_spinmix_of_an_opportunity_follows_the_permission_matrix(
+        spin_coach: Coach, who: str, sees: bool) -> None:
+    reply = await ask(spin_coach, who, "spinmix drilling crew")
+    if sees:
+        assert "Drilling crew parkas (4 questions)" in text_of(reply)
+        return
+    # someone else's opportunity reads exactly like one that does not exist
+    nowhere = await ask(spin_coach, who, "spinmix qqqq")
+    assert reply.messages[0].kind == nowhere.messages[0].kind == "error"
+    assert (text_of(reply).replace("drilling crew", "X")
+            == text_of(nowhere).replace("qqqq", "X"))
+
+
+async def test_spinmix_in_chinese_and_in_the_help(spin_coach: Coach) -> None:
+    await ask(spin_coach, "manager", "lang zh")
+    card = text_of(await ask(spin_coach, "manager", "提问结构 团队"))
+    assert card.startswith("SPIN 提问结构 —— 你的团队,最近 30 天")
+    assert "Rep2(共 4 个问题):S 1(25%)· P 1(25%)· I 1(25%)· N 1(25%) — 提问结构良好" in card
+    assert "团队(共 7 个问题)" in card
+    helped = text_of(await ask(spin_coach, "manager", "help"))
+    assert "提问结构 冬装" in helped
+    await ask(spin_coach, "rep1", "lang en")
+    assert "<code>spinmix @name</code>" in "\n".join(
+        m.text for m in (await ask(spin_coach, "rep1", "help")).messages)
+    # `spin` stays the SPIN dialog
+    spin = await ask(spin_coach, "rep1", "spin winter jackets")
+    assert not text_of(spin).startswith("SPIN mix")
+
+
+async def test_spin_with_a_person_or_team_shows_the_mix(spin_coach: Coach) -> None:
+    """`spin @rep` and `spin team` are the SPIN-mix look-up; `spin <opportunity>` the dialog."""
+    assert text_of(await ask(spin_coach, "manager", "spin @rep2")) == text_of(
+        await ask(spin_coach, "manager", "spinmix @rep2"))
+    assert text_of(await ask(spin_coach, "manager", "/spin team")).startswith(
+        "SPIN mix — your team, last 30 days")
+    refused = await ask(spin_coach, "rep1", "spin @rep2")
+    assert refused.messages[0].kind == "error" and "not yours" in text_of(refused)

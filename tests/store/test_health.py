@@ -10,8 +10,16 @@ from sqlalchemy.orm import Session
 
 from bot.demo import demo_id, load_demo
 from store.db import Database
-from store.health import ContactFacts, Health, OppFacts, evaluate, health_of
-from store.models import Opportunity
+from store.health import (
+    ContactFacts,
+    Health,
+    OppFacts,
+    evaluate,
+    health_of,
+    health_of_ids,
+    health_of_rows,
+)
+from store.models import Contact, Opportunity
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
@@ -127,5 +135,33 @@ async def test_health_of_many_uses_a_fixed_number_of_queries(db: Database) -> No
         assert len(result) == 8
         return len(statements)
 
-    # the ids, the opportunities, contacts, SPIN, signals, the org settings
-    assert await db.run(count) <= 6
+    # the ids, the opportunities, contacts, SPIN and signal counts, the org settings
+    assert await db.run(count) <= 5
+
+
+async def test_health_of_loaded_rows_equals_health_by_ids_with_fewer_queries(
+        db: Database) -> None:
+    """The cards pass the opportunities and contacts they loaded already: same health, and
+    only the counts and the org settings are queried."""
+    summary = await db.run(load_demo, now=NOW)
+
+    def both(session: Session) -> tuple[dict[uuid.UUID, Health], dict[uuid.UUID, Health], int]:
+        opps = session.execute(select(Opportunity)).scalars().all()
+        people = session.execute(select(Contact)).scalars().all()
+        by_ids = health_of_ids(session, summary.org_id, [o.id for o in opps], now=NOW)
+        statements: list[str] = []
+
+        def seen(*args: object) -> None:
+            statements.append(str(args[2]))
+
+        engine = session.get_bind()
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            by_rows = health_of_rows(session, summary.org_id, opps, contacts=people, now=NOW)
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+        return by_ids, by_rows, len(statements)
+
+    by_ids, by_rows, queries = await db.run(both)
+    assert len(by_ids) == 8 and by_rows == by_ids
+    assert queries == 2  # SPIN and signal counts in one, the org's stalled thresholds

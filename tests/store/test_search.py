@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
 from store.db import Database
+from store.models import Account, name_key
 from store.permissions import viewer
 from store.search import (
     decide,
@@ -14,7 +16,7 @@ from store.search import (
     search_contacts,
     search_opportunities,
 )
-from tests.store.lookups_data import ORG, build, uid
+from tests.store.lookups_data import NOW, ORG, build, uid
 
 
 def _names(session: Session, who: str, query: str, kind: str = "account") -> list[str]:
@@ -114,3 +116,64 @@ def test_score_prefers_exact_then_substring_then_close() -> None:
     assert 0.5 < score("sinopek", "sinopec beijing") < 0.9
     assert score("中石化", "中国石油化工") >= 0.75
     assert score("zzz", "sinopec") < 0.5
+
+
+def _statements(session: Session, query: str) -> tuple[list[str], list[str]]:
+    """The names found for `query` by an admin and the SQL statements the search ran."""
+    statements: list[str] = []
+
+    def seen(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        names = _names(session, "admin", query)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    return names, [s for s in statements if "FROM users" not in s]  # the viewer's team
+
+
+async def test_a_substring_costs_one_query_and_typos_only_a_few(db: Database) -> None:
+    await db.run(build)
+    names, statements = await db.run(_statements, "bus")
+    assert set(names) == {"Beijing Bus Group", "Shanghai Bus Company"}
+    assert len(statements) == 1  # found by LIKE: no similarity search
+    names, statements = await db.run(_statements, "sinopek")
+    assert names[0] == SINOPEC
+    # LIKE, then the similarity search (on PostgreSQL after setting its threshold)
+    assert len(statements) <= 3
+    # a Chinese name found by substring: the abbreviations are looked for only when fewer
+    # names than the pick list holds contain it
+    names, statements = await db.run(_statements, "中石化")
+    assert len(statements) == 2 and names[0] == SINOPEC
+
+
+async def test_the_similarity_threshold_lasts_one_transaction(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("pg_trgm is PostgreSQL's")
+    await db.run(build)
+    assert await db.run(_names, "admin", "sinopek") == [SINOPEC]
+
+    def threshold(session: Session) -> str:
+        return str(session.execute(text("SHOW pg_trgm.word_similarity_threshold")).scalar())
+
+    assert await db.run(threshold) == "0.6"  # the server's default again
+
+
+async def test_the_exact_name_is_found_among_many_that_contain_it(db: Database) -> None:
+    await db.run(build)
+
+    def port(session: Session) -> None:
+        # more names containing it than the search reads as candidates, each sorted and
+        # stored before the exact one
+        names = [f"Airport {n:02d} Tianjin Port" for n in range(30)] + ["Tianjin Port"]
+        for n, name in enumerate(names):
+            session.add(Account(id=uid("account", f"port{n}"), org_id=ORG,
+                                owner_id=uid("user", "rep3"), name=name, name_key=name_key(name),
+                                created_at=NOW, updated_at=NOW))
+            session.flush()
+
+    await db.run(port)
+    assert await db.run(_decided, "tianjin port") == "Tianjin Port"
+    assert await db.run(_decided, "Airport 07 Tianjin Port") == "Airport 07 Tianjin Port"
