@@ -13,9 +13,15 @@ at both sizes; everything else is recent, closed, paid or not yet due. Data is m
   coaching, failures) and, separately, the 200 funnel charts,
 
 and prints the times and the ratio between the sizes. Targets (issue 6): a nudge pass over
-1,000,000 + 1,000,000 rows under 2 s; cost growing with what is due (ratio under 3).
+1,000,000 + 1,000,000 rows under 2 s; cost growing with what is due (ratio under 3). The first
+pass is also shown per phase (the rules' queries, the insert of the nudges, rendering, queueing).
 
-    python benchmarks/nudge_scan.py [--sizes 100000 1000000] [--due 5000]
+With `--keep` the generated database is kept (named after its size and amount due, with a
+marker table saying what it holds) and reused by the next run with `--keep`: only what a pass
+writes (nudges, outbox, stage norms) is emptied, so re-measuring does not regenerate 4M rows.
+`--explain` prints the plan (EXPLAIN ANALYZE) of every query the first pass ran.
+
+    python benchmarks/nudge_scan.py [--sizes 100000 1000000] [--due 5000] [--keep] [--explain]
         [--server postgresql://postgres@127.0.0.1:5432/postgres] [--json]
 """
 
@@ -23,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
+import hashlib
 import json
 import sys
 import time
@@ -31,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -41,6 +49,7 @@ from bot.charts import render_funnel
 from dialogs.render import Renderer
 from store.db import Database, create_database, drop_database
 
+MIGRATIONS = Path(__file__).resolve().parent.parent / "store" / "migrations" / "versions"
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)  # a Monday, 10:00 UTC
 ORG = uuid.UUID("00000000-0000-0000-0000-0000000b0001")
 MANAGERS = 200
@@ -132,25 +141,117 @@ def analyze(session: Session) -> None:
     session.execute(text("ANALYZE"))
 
 
-async def measure(server: str, n: int, due: int) -> dict[str, Any]:
-    name = f"salescoach_bench_{uuid.uuid4().hex[:8]}"
+MARKER = "bench_marker"
+
+
+def fingerprint() -> str:
+    """What the kept data was made with: FILL and the migrations (an index added to a
+    migration in place would not show in Alembic's revision), so a change regenerates it."""
+    digest = hashlib.sha256(FILL.encode())
+    for path in sorted(MIGRATIONS.glob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def mark(session: Session, n: int, due: int) -> None:
+    session.execute(text(f"CREATE TABLE {MARKER} (n bigint, due bigint, version text)"))
+    session.execute(text(f"INSERT INTO {MARKER} VALUES (:n, :due, :v)"),
+                    {"n": n, "due": due, "v": fingerprint()})
+
+
+def holds(session: Session, n: int, due: int) -> bool:
+    """Whether this database was filled by this benchmark with `n` rows and `due` due."""
+    if session.scalar(text("SELECT to_regclass(:t) IS NOT NULL"), {"t": MARKER}) is not True:
+        return False
+    row = session.execute(text(f"SELECT n, due, version FROM {MARKER}")).first()
+    return row is not None and tuple(row) == (n, due, fingerprint())
+
+
+def reset(session: Session) -> None:
+    """Forget what earlier passes wrote; the generated data stays."""
+    session.execute(text("TRUNCATE nudges, outbox, stage_norms"))
+
+
+async def database(server: str, n: int, due: int, keep: bool) -> tuple[str, float, bool]:
+    """The benchmark's database: (url, seconds spent generating, whether it was reused)."""
+    if keep:
+        name = f"salescoach_bench_keep_{n}_{due}"
+        url = make_url(server).set(database=name).render_as_string(hide_password=False)
+        db = Database(url)
+        try:
+            if await db.run(holds, n, due):
+                await db.upgrade()
+                await db.run(reset)
+                await db.run(analyze)
+                return url, 0.0, True
+        except Exception:  # no such database yet, or a half-made one
+            pass
+        finally:
+            await db.dispose()
+        await drop_database(server, name)
+    else:
+        name = f"salescoach_bench_{uuid.uuid4().hex[:8]}"
     url = await create_database(server, name)
     db = Database(url)
-    renderer = Renderer()
     try:
         await db.upgrade()
         started = time.perf_counter()
         await db.run(fill, n, due)
         await db.run(analyze)
-        generated = time.perf_counter() - started
+        if keep:
+            await db.run(mark, n, due)
+        return url, time.perf_counter() - started, False
+    finally:
+        await db.dispose()
 
+
+class Statements:
+    """The SELECTs a pass sends, with their parameters, to EXPLAIN afterwards."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+        self.on = False
+
+    def __call__(self, _conn: Any, _cursor: Any, statement: str, parameters: Any,
+                 _context: Any, _executemany: bool) -> None:
+        if self.on and statement.lstrip().upper().startswith("SELECT"):
+            self.seen.append((statement, parameters))
+
+    def explain(self, session: Session) -> list[str]:
+        out = []
+        for statement, parameters in self.seen:
+            rows = session.connection().exec_driver_sql(
+                "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) " + statement,
+                parameters).all()
+            out.append(" ".join(statement.split())[:160] + "\n  "
+                       + "\n  ".join(r[0][:160] for r in rows))
+        return out
+
+
+async def measure(server: str, n: int, due: int, *, keep: bool = False,
+                  explain: bool = False, freeze: bool = True) -> dict[str, Any]:
+    url, generated, reused = await database(server, n, due, keep)
+    name = make_url(url).database
+    db = Database(url)
+    renderer = Renderer()
+    statements = Statements()
+    if explain:
+        assert db._async is not None
+        event.listen(db._async.sync_engine, "before_cursor_execute", statements)
+    if freeze:  # what `salescoach serve` does once its scheduler starts (bot/scheduler.py)
+        gc.collect()
+        gc.freeze()
+    try:
         t = time.perf_counter()
         await db.run(nudges.refresh_norms, ORG, NOW)
         norms = time.perf_counter() - t
 
+        statements.on = True
         t = time.perf_counter()
         first = await db.run(nudges.run_pass, renderer, NOW)
         nudge_pass = time.perf_counter() - t
+        statements.on = False
+        plans = await db.run(statements.explain) if explain else []
 
         await db.run(analyze)  # what autovacuum does after a burst of inserts
         t = time.perf_counter()
@@ -171,29 +272,48 @@ async def measure(server: str, n: int, due: int) -> dict[str, Any]:
         assert len(first.raised) >= 2 * due, len(first.raised)
         assert second.raised == []
         assert len(recipients) == MANAGERS and all(texts)
-        return {"rows": n, "generate_s": generated, "norms_s": norms,
-                "nudge_pass_s": nudge_pass, "nudges": len(first.raised),
+        return {"rows": n, "generate_s": generated, "reused": reused, "norms_s": norms,
+                "nudge_pass_s": nudge_pass, "phases": dict(first.timings),
+                "nudges": len(first.raised),
                 "posts": len(first.posts), "steady_pass_s": steady_pass,
-                "digest_data_s": digest_data, "digests": len(datas), "charts_s": charts}
+                "steady_phases": dict(second.timings),
+                "digest_data_s": digest_data, "digests": len(datas), "charts_s": charts,
+                "plans": plans}
     finally:
         await db.dispose()
-        await drop_database(server, name)
+        if not keep and name:
+            await drop_database(server, name)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs=2, default=[100_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--due", type=int, default=5_000)
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the generated databases and reuse them next time")
+    parser.add_argument("--explain", action="store_true",
+                        help="print the plans of the first pass's queries")
+    parser.add_argument("--no-freeze", action="store_true",
+                        help="leave the start-up heap to the collector (serve freezes it)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = [asyncio.run(measure(args.server, n, args.due)) for n in args.sizes]
-    small, large = results
+    results = [asyncio.run(measure(args.server, n, args.due, keep=args.keep,
+                                   explain=args.explain, freeze=not args.no_freeze))
+               for n in args.sizes]
+    small, large = results[0], results[-1]
     ratios = {key: large[key] / small[key] for key in
               ("norms_s", "nudge_pass_s", "steady_pass_s", "digest_data_s", "charts_s")}
     if args.json:
         print(json.dumps({"results": results, "ratios": ratios}, indent=2))
         return
+    for r in results:
+        for plan in r["plans"]:
+            print(plan)
+        phases = " ".join(f"{k} {v:.3f}s" for k, v in r["phases"].items())
+        steady = " ".join(f"{k} {v:.3f}s" for k, v in r["steady_phases"].items())
+        print(f"{r['rows']:,}: first pass {phases}; second pass {steady}"
+              + (" (kept data reused)" if r["reused"] else ""))
     print(f"{'rows (opps + invoices)':>24} {'generate':>9} {'norms':>7} {'nudge pass':>11} "
           f"{'2nd pass':>9} {'digest data':>12} {'200 charts':>11}")
     for r in results:

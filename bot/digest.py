@@ -28,7 +28,7 @@ from bot.charts import FunnelBar, render_funnel_async
 from bot.delivery import Target
 from bot.outbox import Post, enqueue
 from bot.rules import FUNNEL, Rules, zone
-from dialogs.messages import Attachment, Outbound
+from dialogs.messages import Attachment, Mention, Outbound
 from dialogs.render import Renderer
 from store.db import Database
 from store.enums import InvoiceStatus, OutboxStatus, Role
@@ -81,6 +81,9 @@ class DigestData:
     coaching: list[dict[str, Any]] = field(default_factory=list)
     urgent: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    # the reps the text names as "@name" who have an account on the recipient's platform
+    # (a front end shows them as its own mentions: a click opens the rep)
+    mentions: tuple[Mention, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -302,8 +305,16 @@ def gather(session: Session, recipient: Recipient, now: datetime,
     rules = snap.rules
     team, personal = team_of(session, recipient)
     data = DigestData(recipient=recipient, personal=personal)
-    names = dict(session.execute(select(User.id, User.display_name)
-                                 .where(User.id.in_(team))).all())
+    names: dict[uuid.UUID, str] = {}
+    keys: dict[uuid.UUID, str] = {}
+    for user_id, name, key in session.execute(
+            select(User.id, User.display_name, Identity.external_id)
+            .outerjoin(Identity, and_(Identity.user_id == User.id,
+                                      Identity.platform == recipient.platform))
+            .where(User.id.in_(team))):
+        names[user_id] = name
+        if key is not None:
+            keys[user_id] = key
 
     def who(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "owner": names.get(row["owner_id"], "?")}
@@ -369,6 +380,11 @@ def gather(session: Session, recipient: Recipient, now: datetime,
 
     if recipient.role in (Role.MANAGER, Role.ADMIN):
         data.failures = list(snap.failures)
+    named = [r["owner_id"] for rows in data.changes.values() for r in rows]
+    named += [s["owner_id"] for s in data.stalled]
+    named += [data.largest["owner_id"]] if data.largest else []
+    data.mentions = tuple(Mention(recipient.platform, keys[user_id], names[user_id])
+                          for user_id in dict.fromkeys(named) if user_id in keys)
     return data
 
 
@@ -408,7 +424,8 @@ async def build_message(renderer: Renderer, data: DigestData) -> Outbound:
         attachments = (Attachment(filename=f"funnel-{data.recipient.local_date}.png", data=png,
                                   mime="image/png",
                                   title=str(renderer.text(lang, "jobs.digest.chart_caption"))),)
-    return Outbound(text, kind="digest", attachments=attachments, private=True)
+    return Outbound(text, kind="digest", attachments=attachments, private=True,
+                    mentions=data.mentions)
 
 
 def _mark_sent(session: Session, recipient: Recipient) -> None:
@@ -490,4 +507,4 @@ def digest_now(session: Session, renderer: Renderer, user_id: uuid.UUID,
                                   mime="image/png",
                                   title=str(renderer.text(lang, "jobs.digest.chart_caption"))),)
     return Outbound(render_text(renderer, data), kind="digest", attachments=attachments,
-                    private=True)
+                    private=True, mentions=data.mentions)

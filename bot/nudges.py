@@ -20,6 +20,7 @@ Nothing is raised outside the org's working hours and days or on its holidays.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from sqlalchemy.orm import Session
 from bot.delivery import Target
 from bot.outbox import Post, enqueue
 from bot.rules import FUNNEL, LADDER, Rules, zone
-from dialogs.messages import Option, Outbound
+from dialogs.messages import Mention, Option, Outbound
 from dialogs.render import Renderer
 from store.enums import InvoiceStatus, NudgeStatus, SubjectType
 from store.models import (
@@ -59,10 +60,11 @@ _norms = cast(Table, StageNorm.__table__)
 _PG_RAISE = text("""
 INSERT INTO nudges (id, org_id, user_id, subject_type, subject_id, rule, period, status,
                     created_at)
-SELECT id, :org_id, user_id, subject_type, subject_id, rule, period, :status, :now
-FROM unnest(CAST(:ids AS uuid[]), CAST(:users AS uuid[]), CAST(:types AS varchar[]),
-            CAST(:subjects AS uuid[]), CAST(:rules AS varchar[]), CAST(:periods AS varchar[]))
-     AS t(id, user_id, subject_type, subject_id, rule, period)
+SELECT gen_random_uuid(), :org_id, user_id, subject_type, subject_id, rule, period, :status,
+       :now
+FROM unnest(CAST(:users AS uuid[]), CAST(:types AS varchar[]), CAST(:subjects AS uuid[]),
+            CAST(:rules AS varchar[]), CAST(:periods AS varchar[]))
+     AS t(user_id, subject_type, subject_id, rule, period)
 ON CONFLICT (org_id, subject_type, subject_id, rule, period) DO NOTHING
 RETURNING id, subject_type, subject_id, rule, period
 """)
@@ -98,6 +100,14 @@ class PassResult:
     posts: list[Post] = field(default_factory=list)
     skipped_orgs: list[str] = field(default_factory=list)  # outside working time
     no_channel: list[str] = field(default_factory=list)    # no team channel bound
+    # seconds spent per phase (scan: the rules' queries; raise: inserting the nudges;
+    # render: building the posts; queue: writing them to the outbox), for benchmarks and logs
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def timed(self, phase: str, started: float) -> float:
+        now = time.perf_counter()
+        self.timings[phase] = self.timings.get(phase, 0.0) + now - started
+        return now
 
 
 def _epoch(column: Any, dialect: str) -> ColumnElement[Any]:
@@ -135,26 +145,31 @@ def _opp_facts(row: Any, now: datetime) -> dict[str, Any]:
 
 
 def stalled(session: Session, org_id: uuid.UUID, rules: Rules, now: datetime) -> list[Due]:
-    out: list[Due] = []
+    # one query for every stage, each with its own limit: a range on the (org_id, stage,
+    # last_activity_at) index per stage, OR-ed (a BitmapOr on PostgreSQL)
+    per_stage = []
     for stage in FUNNEL:
+        cutoff = now - timedelta(days=rules.stalled_days[stage])
+        per_stage.append(and_(Opportunity.stage == stage,
+                              or_(Opportunity.last_activity_at < cutoff,
+                                  and_(Opportunity.last_activity_at.is_(None),
+                                       Opportunity.stage_entered_at < cutoff))))
+    rows = session.execute(
+        select(*_opp_columns()).join(Account, Account.id == Opportunity.account_id)
+        .where(Opportunity.org_id == org_id, or_(*per_stage),
+               _not_snoozed(OPP, Opportunity.id, org_id, now))
+    ).all()
+    out: list[Due] = []
+    for row in rows:
+        stage = row.stage
         days = rules.stalled_days[stage]
-        cutoff = now - timedelta(days=days)
-        rows = session.execute(
-            select(*_opp_columns()).join(Account, Account.id == Opportunity.account_id)
-            .where(Opportunity.org_id == org_id, Opportunity.stage == stage,
-                   or_(Opportunity.last_activity_at < cutoff,
-                       and_(Opportunity.last_activity_at.is_(None),
-                            Opportunity.stage_entered_at < cutoff)),
-                   _not_snoozed(OPP, Opportunity.id, org_id, now))
-        ).all()
-        for row in rows:
-            facts = _opp_facts(row, now)
-            anchor: datetime = facts["last_activity"]
-            repeat = max(0, (now - anchor).days - days) // rules.stalled_repeat_days
-            period = f"{anchor.date().isoformat()}+{repeat}"
-            facts.update(limit_days=days)
-            urgency = facts["idle_days"] / max(days, 1) * (1 + FUNNEL.index(stage) / 4)
-            out.append(Due(OPP, row.id, "stalled", period, row.owner_id, facts, urgency))
+        facts = _opp_facts(row, now)
+        anchor: datetime = facts["last_activity"]
+        repeat = max(0, (now - anchor).days - days) // rules.stalled_repeat_days
+        period = f"{anchor.date().isoformat()}+{repeat}"
+        facts.update(limit_days=days)
+        urgency = facts["idle_days"] / max(days, 1) * (1 + FUNNEL.index(stage) / 4)
+        out.append(Due(OPP, row.id, "stalled", period, row.owner_id, facts, urgency))
     return out
 
 
@@ -228,21 +243,23 @@ def refresh_norms(session: Session, org_id: uuid.UUID, now: datetime) -> None:
 
 def overstay(session: Session, org_id: uuid.UUID, rules: Rules, now: datetime) -> list[Due]:
     norms = usual_days(session, org_id, rules, now)
+    limits = {stage: max(float(rules.overstay_min_days), rules.overstay_factor * norms[stage])
+              for stage in FUNNEL}
+    rows = session.execute(
+        select(*_opp_columns()).join(Account, Account.id == Opportunity.account_id)
+        .where(Opportunity.org_id == org_id,
+               or_(*(and_(Opportunity.stage == stage,
+                          Opportunity.stage_entered_at < now - timedelta(days=limit))
+                     for stage, limit in limits.items())),
+               _not_snoozed(OPP, Opportunity.id, org_id, now))
+    ).all()
     out: list[Due] = []
-    for stage in FUNNEL:
-        limit = max(float(rules.overstay_min_days), rules.overstay_factor * norms[stage])
-        cutoff = now - timedelta(days=limit)
-        rows = session.execute(
-            select(*_opp_columns()).join(Account, Account.id == Opportunity.account_id)
-            .where(Opportunity.org_id == org_id, Opportunity.stage == stage,
-                   Opportunity.stage_entered_at < cutoff,
-                   _not_snoozed(OPP, Opportunity.id, org_id, now))
-        ).all()
-        for row in rows:
-            facts = _opp_facts(row, now)
-            facts.update(usual_days=round(norms[stage]))
-            out.append(Due(OPP, row.id, "overstay", row.stage_entered_at.date().isoformat(),
-                           row.owner_id, facts, facts["stage_days"] / max(limit, 1)))
+    for row in rows:
+        stage, limit = row.stage, limits[row.stage]
+        facts = _opp_facts(row, now)
+        facts.update(usual_days=round(norms[stage]))
+        out.append(Due(OPP, row.id, "overstay", row.stage_entered_at.date().isoformat(),
+                       row.owner_id, facts, facts["stage_days"] / max(limit, 1)))
     return out
 
 
@@ -350,21 +367,24 @@ def raise_nudges(session: Session, org_id: uuid.UUID, dues: Sequence[Due],
             by_key.pop((subject_type, rid, rule, period), None)
     if not by_key:
         return []
-    rows = [{"id": uuid.uuid4(), "org_id": org_id, "user_id": d.owner_id,
-             "subject_type": d.subject_type, "subject_id": d.subject_id, "rule": d.rule,
-             "period": d.period, "status": NudgeStatus.PENDING.value, "created_at": now}
-            for d in by_key.values()]
     raised: list[tuple[uuid.UUID, Due]] = []
     result: Any
     if dialect == "postgresql":
-        # one statement for any number of rows: arrays unnested in the server
+        # one statement for any number of rows: five arrays unnested in the server, which
+        # also makes the ids (no per-row objects or parameters on this side)
+        todo = list(by_key.values())
         result = session.execute(_PG_RAISE, {
             "org_id": org_id, "now": now, "status": NudgeStatus.PENDING.value,
-            "ids": [r["id"] for r in rows], "users": [r["user_id"] for r in rows],
-            "types": [r["subject_type"] for r in rows],
-            "subjects": [r["subject_id"] for r in rows], "rules": [r["rule"] for r in rows],
-            "periods": [r["period"] for r in rows]})
+            "users": [d.owner_id for d in todo], "types": [d.subject_type for d in todo],
+            "subjects": [d.subject_id for d in todo], "rules": [d.rule for d in todo],
+            "periods": [d.period for d in todo]})
     else:
+        # one multi-row INSERT … ON CONFLICT DO NOTHING RETURNING per batch of rows
+        # (SQLAlchemy's "insertmanyvalues")
+        rows = [{"id": uuid.uuid4(), "org_id": org_id, "user_id": d.owner_id,
+                 "subject_type": d.subject_type, "subject_id": d.subject_id, "rule": d.rule,
+                 "period": d.period, "status": NudgeStatus.PENDING.value, "created_at": now}
+                for d in by_key.values()]
         stmt = sqlite_insert(_nudges).on_conflict_do_nothing(
             index_elements=["org_id", "subject_type", "subject_id", "rule", "period"]
         ).returning(_nudges.c.id, _nudges.c.subject_type, _nudges.c.subject_id,
@@ -383,9 +403,10 @@ def _fmt_amount(amount: Decimal | None, currency: str | None) -> str:
 
 
 def render_nudge(renderer: Renderer, lang: str, items: Sequence[tuple[uuid.UUID, Due]],
-                 owner_name: str) -> Outbound:
+                 owner_name: str, mentions: tuple[Mention, ...] = ()) -> Outbound:
     """One subject's message: every rule that fired for it in this pass, one set of buttons
-    (they act on the subject: Done and Snooze quiet all its nudges)."""
+    (they act on the subject: Done and Snooze quiet all its nudges). `mentions`: the owner,
+    named `@owner_name` in the text, for the front end to ping."""
     nudge_id, due = items[0]
     facts: dict[str, Any] = {}
     for _id, other in reversed(items):
@@ -403,12 +424,12 @@ def render_nudge(renderer: Renderer, lang: str, items: Sequence[tuple[uuid.UUID,
         Option(f"/nudge snooze7 {sid}", str(t(lang, "jobs.btn.snooze7"))),
         Option(f"/nudge open {sid}", str(t(lang, "jobs.btn.open"))),
     )
-    return Outbound(text, kind="nudge", options=options)
+    return Outbound(text, kind="nudge", options=options, mentions=mentions)
 
 
 def render_group(renderer: Renderer, lang: str,
                  subjects: Sequence[tuple[Sequence[tuple[uuid.UUID, Due]], str]], *,
-                 total: int) -> Outbound:
+                 total: int, mentions: tuple[Mention, ...] = ()) -> Outbound:
     lines = []
     for items, owner in subjects:
         due = items[0][1]
@@ -416,7 +437,8 @@ def render_group(renderer: Renderer, lang: str,
                       "amount_text": _fmt_amount(due.facts.get("amount"),
                                                  due.facts.get("currency"))})
     return Outbound(renderer.template("nudge_group.j2", lang, items=lines, count=total,
-                                      more=total - len(subjects)), kind="nudge_group")
+                                      more=total - len(subjects)), kind="nudge_group",
+                    mentions=mentions)
 
 
 def by_subject(raised: Sequence[tuple[uuid.UUID, Due]]
@@ -452,17 +474,20 @@ def posts_for_org(session: Session, org: Any, rules: Rules, renderer: Renderer,
     for platform, channel in channels:
         target = Target(org_key=org.external_id, kind="channel", key=channel)
 
+        def mention_of(owner_id: uuid.UUID, platform: str = platform) -> tuple[Mention, ...]:
+            key = idents.get((platform, owner_id))
+            return (Mention(platform, key, names.get(owner_id, "?")),) if key else ()
+
         def post(items: list[tuple[uuid.UUID, Due]], thread_of: str | None,
                  platform: str = platform, channel: str = channel,
                  target: Target = target) -> Post:
             owner_id = items[0][1].owner_id
             owner = names.get(owner_id, "?")
-            mention = idents.get((platform, owner_id))
-            return Post(org_id=org.id, platform=platform, target=target,
-                        messages=(render_nudge(renderer, lang, items, owner),),
+            message = render_nudge(renderer, lang, items, owner, mention_of(owner_id))
+            return Post(org_id=org.id, platform=platform, target=target, messages=(message,),
                         kind="nudge", dedupe_key=f"nudge:{items[0][0]}:{platform}:{channel}",
-                        lang=lang, mentions=((mention, owner),) if mention else (),
-                        thread_of=thread_of, nudge_ids=tuple(str(i) for i, _d in items))
+                        lang=lang, thread_of=thread_of,
+                        nudge_ids=tuple(str(i) for i, _d in items))
 
         if len(subjects) > rules.group_threshold:
             # one message listing the most urgent, their details in its thread; the rest are
@@ -471,14 +496,12 @@ def posts_for_org(session: Session, org: Any, rules: Rules, renderer: Renderer,
             group_key = f"nudges:{subjects[0][0][0]}:{platform}:{channel}"
             summary = [(items, names.get(items[0][1].owner_id, "?")) for items in top]
             mentions = tuple(dict.fromkeys(
-                (idents[(platform, items[0][1].owner_id)],
-                 names.get(items[0][1].owner_id, "?"))
-                for items in top if (platform, items[0][1].owner_id) in idents))
+                m for items in top for m in mention_of(items[0][1].owner_id)))
             posts.append(Post(org_id=org.id, platform=platform, target=target,
                               messages=(render_group(renderer, lang, summary,
-                                                     total=len(subjects)),),
-                              kind="nudge_group", dedupe_key=group_key, lang=lang,
-                              mentions=mentions))
+                                                     total=len(subjects),
+                                                     mentions=mentions),),
+                              kind="nudge_group", dedupe_key=group_key, lang=lang))
             posts.extend(post(items, group_key) for items in top)
         else:
             posts.extend(post(items, None) for items in subjects)
@@ -502,11 +525,16 @@ def run_pass(session: Session, renderer: Renderer, now: datetime,
             # nowhere to post: raise nothing, so binding a channel later announces it all
             result.no_channel.append(org.name)
             continue
+        t = time.perf_counter()
         dues = due_for_org(session, org.id, rules, now, org.tz)
+        t = result.timed("scan", t)
         raised = raise_nudges(session, org.id, dues, now)
+        t = result.timed("raise", t)
         posts = posts_for_org(session, org, rules, renderer, raised)
+        t = result.timed("render", t)
         if queue:
             enqueue(session, posts, now)
+            result.timed("queue", t)
         result.raised.extend(raised)
         result.posts.extend(posts)
     return result

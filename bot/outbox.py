@@ -38,12 +38,15 @@ Payload (JSON in `outbox.payload`; front-end engineers: these fields are the con
          "options": [["/nudge done 3f2a…", "Done"], ...], "controls": [[value, label], ...],
          "progress": null | [i, n],
          "attachments": [{"filename": "funnel.png", "mime": "image/png", "title": "…",
-                          "data_b64": "iVBOR…"}]}
+                          "data_b64": "iVBOR…"}],
+         "mentions": [{"platform": "slack", "user_key": "U07ABC", "name": "Li Lei"}]}
+                          # the people to notify (dialogs.messages.Mention): their platform user
+                          # id (Identity.external_id) and display name. The text carries the
+                          # neutral form "@Li Lei" (no "<@…>"): a front end whose platform
+                          # matches replaces that with its mention.
       ],
-      "mentions": [{"user_key": "U07ABC", "name": "Li Lei"}],
-                          # the owner(s) to notify: their platform user id (Identity.external_id)
-                          # and display name. The text carries the neutral form "@Li Lei" (no
-                          # "<@…>"): a front end that can ping replaces that with its mention.
+      "mentions": [...],  # read only: payloads queued before mentions moved onto the messages
+                          # had them here, without "platform" (the row's platform is meant)
       "thread_of": null | "<dedupe_key of the parent post>",
                           # post in the parent's thread (Slack thread_ts / Telegram reply); held
                           # back until the parent is sent, posted unthreaded if the parent failed
@@ -74,7 +77,7 @@ from sqlalchemy.orm import Session
 from starlette.routing import BaseRoute
 
 from bot.delivery import DeliveryError, FrontEnd, Target
-from dialogs.messages import Attachment, Option, Outbound
+from dialogs.messages import Attachment, Mention, Option, Outbound
 from store.db import Database
 from store.enums import NudgeStatus, OutboxStatus
 from store.models import Nudge, Outbox
@@ -98,7 +101,6 @@ class Post:
     kind: str
     dedupe_key: str
     lang: str = "en"
-    mentions: tuple[tuple[str, str], ...] = ()   # (platform user id, display name)
     thread_of: str | None = None
     nudge_ids: tuple[str, ...] = ()
 
@@ -113,11 +115,17 @@ def outbound_to_json(message: Outbound) -> dict[str, Any]:
         "attachments": [{"filename": a.filename, "mime": a.mime, "title": a.title,
                          "data_b64": base64.b64encode(a.data).decode("ascii")}
                         for a in message.attachments],
+        "mentions": [{"platform": m.platform, "user_key": m.user_key, "name": m.name}
+                     for m in message.mentions],
     }
 
 
-def outbound_from_json(data: Mapping[str, Any]) -> Outbound:
+def outbound_from_json(data: Mapping[str, Any], *, platform: str = "",
+                       mentions: Sequence[Mapping[str, Any]] = ()) -> Outbound:
+    """An `Outbound` from its JSON. `mentions` (with `platform`) are those of an older payload
+    that kept them on the post, applied to a message that has none of its own."""
     progress = data.get("progress")
+    own = data.get("mentions")
     return Outbound(
         text=str(data["text"]), kind=str(data.get("kind", "say")),
         private=bool(data.get("private", False)), multi=bool(data.get("multi", False)),
@@ -128,6 +136,9 @@ def outbound_from_json(data: Mapping[str, Any]) -> Outbound:
                                      title=a.get("title", ""),
                                      data=base64.b64decode(a["data_b64"]))
                           for a in data.get("attachments", ())),
+        mentions=tuple(Mention(platform=str(m.get("platform") or platform),
+                               user_key=str(m["user_key"]), name=str(m["name"]))
+                       for m in (own if own is not None else mentions)),
     )
 
 
@@ -138,7 +149,6 @@ def post_payload(post: Post) -> dict[str, Any]:
                    "key": post.target.key},
         "lang": post.lang,
         "messages": [outbound_to_json(m) for m in post.messages],
-        "mentions": [{"user_key": key, "name": name} for key, name in post.mentions],
         "thread_of": post.thread_of,
         "nudge_ids": list(post.nudge_ids),
     }
@@ -416,7 +426,9 @@ class OutboxWorker:
     async def _deliver(self, row: Claimed, outcome: Outcome) -> str | None:
         """Deliver one row; the platform id of its first message when it was sent."""
         front = self.fronts[row.platform]
-        messages = [outbound_from_json(m) for m in row.payload.get("messages", ())]
+        legacy = row.payload.get("mentions") or ()
+        messages = [outbound_from_json(m, platform=row.platform, mentions=legacy)
+                    for m in row.payload.get("messages", ())]
         target = self._target(row)
         nudge_ids = [str(n) for n in row.payload.get("nudge_ids", ())]
         parts = row.parts_sent

@@ -7,11 +7,12 @@ the key, so a bad override is reported, not silently ignored.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -132,13 +133,14 @@ class Rules:
             return f"{low}–{self.ageing_buckets[index + 1] - 1}"
         return f"{low - 1}+"
 
+    @cached_property
+    def _ladder_starts(self) -> list[int]:
+        return [days for _rung, days in self.ladder_days]
+
     def rung_due(self, days_overdue: int, amount: Decimal) -> int:
         """Index in LADDER of the highest rung due by now (-1: none yet). Large amounts climb
         `large_steps` rungs ahead of the schedule."""
-        due = -1
-        for i, (_rung, days) in enumerate(self.ladder_days):
-            if days_overdue >= days:
-                due = i
+        due = bisect_right(self._ladder_starts, days_overdue) - 1
         if due >= 0 and amount >= self.large_amount:
             due = min(due + self.large_steps, len(self.ladder_days) - 1)
         return due

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,21 @@ log = logging.getLogger(__name__)
 LOCK_KEY = 0x5C0AC4_5C4ED
 
 
+_frozen = False
+
+
+def _freeze_start_up_heap() -> None:
+    """Move what start-up built (libraries, templates, the app: it lives as long as the
+    process) out of the cyclic collector's way. A pass that raises thousands of nudges
+    triggers full collections; without this each one walks the whole heap, which measured
+    at about half the CPU time of a 15,000-nudge pass (benchmarks/nudge_scan.py)."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 @dataclass
 class TickResult:
     ran: bool
@@ -40,8 +56,9 @@ class TickResult:
 class Scheduler:
     def __init__(self, db: Database, renderer: Renderer, *,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-                 interval: float = 60.0) -> None:
+                 interval: float = 60.0, freeze_heap: bool = True) -> None:
         self.db = db
+        self.freeze_heap = freeze_heap
         self.renderer = renderer
         self.clock = clock
         self.interval = interval
@@ -76,6 +93,8 @@ class Scheduler:
                           digests=len(digests.posts))
 
     async def run_forever(self, stop: asyncio.Event) -> None:
+        if self.freeze_heap:
+            _freeze_start_up_heap()
         while not stop.is_set():
             try:
                 result = await self.tick()

@@ -16,13 +16,17 @@ from dataclasses import dataclass
 
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
+from dialogs.messages import Mention
+
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
 MAX_CALLBACK_DATA = 64
 # room kept in every piece for the tags closed at its end and reopened at the next one's start
 _TAG_ROOM = 40
 
-_TOKEN = re.compile(r"</?(?:b|i|code)>|&#?\w+;|\n|[ \t]+|[^\s<&]+|[<&]")
+# a mention's link is one token: a piece never ends inside it
+_TOKEN = re.compile(r'<a href="[^"<>]*">[^<]*</a>'
+                    r"|</?(?:b|i|code)>|&#?\w+;|\n|[ \t]+|[^\s<&]+|[<&]")
 _OPEN = re.compile(r"<(b|i|code)>")
 _CLOSE = re.compile(r"</(b|i|code)>")
 
@@ -56,6 +60,31 @@ def telegram_html(text: str) -> str:
     out.append(text[last:])
     out.extend(f"</{name}>" for name in reversed(stack))
     return "".join(out)
+
+
+# how a name's special characters may stand in the core's escaped text
+_NAME_CHAR = {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': '(?:"|&#34;|&quot;)',
+              "'": "(?:'|&#39;|&#x27;)"}
+
+
+def with_mentions(text: str, mentions: Sequence[Mention]) -> str:
+    """Telegram HTML `text` with each Telegram mention's `@name` made a link to the user
+    (`tg://user?id=…`, which notifies them). Mentions for other platforms stay names."""
+    found = sorted(((m.name, m.user_key) for m in mentions
+                    if m.platform == "telegram" and m.name and m.user_key.isdigit()),
+                   key=lambda item: -len(item[0]))  # "@Li Lei" before "@Li"
+    if not found:
+        return text
+    alternatives = "|".join(
+        "(" + "".join(_NAME_CHAR.get(c, re.escape(c)) for c in name) + ")"
+        for name, _id in found)
+    pattern = re.compile(f"@(?:{alternatives})(?!\\w)")
+
+    def link(match: re.Match[str]) -> str:
+        user_id = found[(match.lastindex or 1) - 1][1]
+        return f'<a href="tg://user?id={user_id}">{match.group(0)}</a>'
+
+    return pattern.sub(link, text)
 
 
 def utf16_len(text: str) -> int:

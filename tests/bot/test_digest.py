@@ -83,6 +83,12 @@ async def test_manager_digest_content(db: Database) -> None:
     assert len([line for line in text.splitlines() if line[:2] in ("1.", "2.", "3.")]) == 3
     (chart,) = message.attachments
     assert chart.mime == "image/png" and chart.data.startswith(b"\x89PNG")
+    # the reps named "@name" are Slack mentions for the front end (Zhang: stalled deal;
+    # Li: the largest overdue invoice and the changes)
+    assert {(m.platform, m.user_key, m.name) for m in message.mentions} == \
+        {("slack", "U_ZHANG", "Zhang"), ("slack", "U_LI", "Li")}
+    for mention in message.mentions:
+        assert f"@{mention.name})" in text
 
 
 async def test_digest_in_chinese(db: Database) -> None:

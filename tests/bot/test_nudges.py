@@ -17,11 +17,11 @@ from bot.commands import CommandRequest
 from bot.commands.nudge import handle as nudge_command
 from bot.nudges import PassResult, run_pass
 from bot.rules import Rules, RulesError
-from dialogs.messages import Inbound, TurnContext
+from dialogs.messages import Inbound, Mention, TurnContext
 from dialogs.render import Renderer
 from store.conversations import Speaker
 from store.db import Database
-from store.models import Activity, Nudge, Opportunity, Outbox
+from store.models import Activity, Identity, Nudge, Opportunity, Outbox, TeamChannel
 from tests.bot import jobs_data as data
 from tests.bot.jobs_data import LI, NOW, ORG, ZHANG
 
@@ -139,7 +139,7 @@ async def test_overdue_invoice_names_everything_and_the_next_rung(db: Database) 
     for part in ("INV-1", "Daqing Oilfield", "80,000.00 CNY", "20 days overdue",
                  "a gentle reminder call", "a focused collection call", "@Li"):
         assert part in text, part
-    assert post.mentions == (("U_LI", "Li"),)
+    assert post.messages[0].mentions == (Mention("slack", "U_LI", "Li"),)
     assert [o.value.split()[1] for o in post.messages[0].options] == \
         ["done", "snooze3", "snooze7", "open"]
 
@@ -279,9 +279,34 @@ async def test_grouped_message_with_details_in_its_thread(db: Database) -> None:
     group, *details = result.posts
     assert group.kind == "nudge_group" and "5 nudges" in str(group.messages[0].text)
     assert len(details) == 5 and {p.thread_of for p in details} == {group.dedupe_key}
-    assert set(group.mentions) == {("U_LI", "Li"), ("U_ZHANG", "Zhang")}
+    assert set(group.messages[0].mentions) == {Mention("slack", "U_LI", "Li"),
+                                               Mention("slack", "U_ZHANG", "Zhang")}
+    for detail in details:  # each detail pings its own owner, named in its text
+        [owner] = detail.messages[0].mentions
+        assert f"@{owner.name} " in str(detail.messages[0].text)
     rows = await db.run(lambda s: s.scalar(select(func.count()).select_from(Outbox)))
     assert rows == 6
+
+
+async def test_each_platforms_post_mentions_the_owner_on_that_platform(db: Database) -> None:
+    def build(s: Session) -> None:
+        # a Telegram group too; Li has a Telegram account, Zhang does not
+        s.add_all([TeamChannel(org_id=ORG, platform="telegram", channel_id="-100777",
+                               name="sales", bound_at=NOW - timedelta(days=1)),
+                   Identity(org_id=ORG, user_id=LI, platform="telegram", external_id="8001")])
+        data.opp(s, "deal of Li", stage="deposit", idle_days=5)
+        data.opp(s, "deal of Zhang", stage="deposit", idle_days=6, owner=ZHANG)
+
+    await setup(db, build)
+    result = await one_pass(db)
+    mentions = {(p.platform, str(p.messages[0].text).split(" — ")[0].split(" · ")[-1]):
+                p.messages[0].mentions for p in result.posts}
+    assert mentions == {
+        ("slack", "deal of Li"): (Mention("slack", "U_LI", "Li"),),
+        ("slack", "deal of Zhang"): (Mention("slack", "U_ZHANG", "Zhang"),),
+        ("telegram", "deal of Li"): (Mention("telegram", "8001", "Li"),),
+        ("telegram", "deal of Zhang"): (),  # named, not pinged
+    }
 
 
 async def test_a_flood_is_one_message_with_the_most_urgent(db: Database) -> None:

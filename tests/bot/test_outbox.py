@@ -23,7 +23,7 @@ from bot.outbox import (
     outbound_from_json,
     outbound_to_json,
 )
-from dialogs.messages import Attachment, Option, Outbound
+from dialogs.messages import Attachment, Mention, Option, Outbound
 from store.db import Database
 from store.models import Nudge, Org, Outbox
 from tests.bot.jobs_data import ORG
@@ -51,6 +51,7 @@ class ScriptedFront:
     def __init__(self, script: Sequence[Exception | None] = ()) -> None:
         self.script = list(script)
         self.sent: list[tuple[Target, str]] = []
+        self.messages: list[Outbound] = []
         self.block: asyncio.Event | None = None
         self.entered = asyncio.Event()
 
@@ -74,6 +75,7 @@ class ScriptedFront:
         ids = []
         for message in messages:
             self.sent.append((target, str(message.text)))
+            self.messages.append(message)
             ids.append(f"ts-{len(self.sent)}")
         return ids
 
@@ -112,8 +114,37 @@ def worker(db: Database, front: ScriptedFront, clock: Clock, **kw: Any) -> Outbo
 def test_outbound_round_trips_through_json() -> None:
     message = Outbound("<b>x</b>", kind="digest", options=(Option("/nudge done 1", "Done"),),
                        attachments=(Attachment("f.png", b"\x89PNG", "image/png", "Funnel"),),
-                       private=True, progress=(1, 3))
+                       private=True, progress=(1, 3),
+                       mentions=(Mention("slack", "U07ABC", "Li Lei"),
+                                 Mention("telegram", "8001", "A &amp; <b>")))
     assert outbound_from_json(outbound_to_json(message)) == message
+
+
+async def test_mentions_travel_on_the_message_and_old_payloads_still_deliver(
+        db: Database) -> None:
+    li = Mention("slack", "U_LI", "Li")
+    await queue(db, Post(org_id=ORG, platform="slack",
+                         target=Target(org_key="T1", kind="channel", key="C1"),
+                         messages=(Outbound("stalled · @Li", mentions=(li,)),), kind="nudge",
+                         dedupe_key="new"),
+                post("old", "overdue · @Zhang"))
+
+    def legacy(session: Session) -> None:
+        # queued before mentions moved onto the messages: the post held them, no platform
+        row = session.scalars(select(Outbox).where(Outbox.dedupe_key == "old")).one()
+        payload = dict(row.payload)
+        assert "mentions" not in payload and payload["messages"][0]["mentions"] == []
+        payload["messages"] = [{k: v for k, v in m.items() if k != "mentions"}
+                               for m in payload["messages"]]
+        payload["mentions"] = [{"user_key": "U_ZHANG", "name": "Zhang"}]
+        row.payload = payload
+
+    await db.run(legacy)
+    front = ScriptedFront()
+    assert (await worker(db, front, Clock()).run_once()).sent == 2
+    got = {str(m.text): m.mentions for m in front.messages}
+    assert got == {"stalled · @Li": (li,),
+                   "overdue · @Zhang": (Mention("slack", "U_ZHANG", "Zhang"),)}
 
 
 async def test_delivers_once_and_marks_sent(db: Database) -> None:

@@ -50,7 +50,8 @@ async def test_a_tick_raises_nudges_and_queues_the_digest(db: Database) -> None:
 
 async def test_run_forever_stops_cleanly(db: Database) -> None:
     await db.run(company)
-    scheduler = Scheduler(db, RENDERER, clock=lambda: AT, interval=0.05)
+    # freeze_heap is serve's: the test process keeps its collector as it is
+    scheduler = Scheduler(db, RENDERER, clock=lambda: AT, interval=0.05, freeze_heap=False)
     stop = asyncio.Event()
     task = asyncio.create_task(scheduler.run_forever(stop))
     await asyncio.sleep(0.3)

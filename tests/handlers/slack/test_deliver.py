@@ -143,3 +143,29 @@ async def test_a_choice_in_an_ephemeral_answer_is_answered_ephemerally(
     assert answer.params["channel"] == CHANNEL and answer.params["user"] == rep.user
     assert "What I can do" in plain(answer.params["text"])
     assert not slack.fake.calls("chat.postMessage") and not slack.fake.calls("chat.update")
+
+
+async def test_a_nudge_pings_its_owner_and_keeps_other_names_escaped(
+        slack: SlackClient) -> None:
+    from dialogs.messages import Mention
+
+    await slack.front.deliver(Target(TEAM_ID, "channel", CHANNEL), [Outbound(
+        "<b>Stalled:</b> Daqing &amp; Co\nOwner: @Li Lei · with @Li &amp; &lt;Wang&gt;"
+        " · @Zhang",
+        kind="nudge", mentions=(Mention("slack", "U0LILEI", "Li Lei"),
+                                Mention("slack", "U0LIW", "Li & <Wang>"),
+                                Mention("telegram", "8001", "Zhang")))])
+    [post] = slack.fake.calls("chat.postMessage")
+    expected = ("*Stalled:* Daqing &amp; Co\nOwner: <@U0LILEI> · with <@U0LIW> · @Zhang")
+    assert post.params["text"] == expected  # the notification text pings too
+    assert post.params["blocks"][0]["text"]["text"] == expected
+
+
+async def test_a_name_with_markup_and_no_mention_stays_escaped_text(
+        slack: SlackClient) -> None:
+    from dialogs.messages import Mention
+
+    await slack.front.deliver(Target(TEAM_ID, "channel", CHANNEL), [Outbound(
+        "Owner: @&lt;!channel&gt; &amp; co", mentions=(Mention("slack", "U0X", "Li"),))])
+    [post] = slack.fake.calls("chat.postMessage")
+    assert post.params["text"] == "Owner: @&lt;!channel&gt; &amp; co"

@@ -171,3 +171,34 @@ async def test_group_posts_are_paced_at_twenty_a_minute(db: Database) -> None:
         assert len(h.api.calls_to("sendMessage")) == 25
         assert now[0] - 1000.0 >= 60.0  # the 21st post waited for the minute to pass
         assert now[0] - 1000.0 < 75.0
+
+
+async def test_a_nudge_links_its_owner_and_keeps_names_escaped(db: Database) -> None:
+    from dialogs.messages import Mention
+
+    async with running(db) as h:
+        await h.front.deliver(Target(BOT_ORG, "channel", str(GROUP)), [Outbound(
+            "<b>Stalled:</b> Daqing &amp; Co\nOwner: @Li &amp; &lt;Wang&gt; · @Zhang · @Wu",
+            kind="nudge", mentions=(Mention("telegram", "8001", "Li & <Wang>"),
+                                    Mention("slack", "U0ZHANG", "Zhang"),
+                                    Mention("telegram", "not-a-number", "Wu")))])
+        [call] = h.api.calls_to("sendMessage", chat_id=GROUP, ok=True)
+        assert call.params["text"] == (
+            '<b>Stalled:</b> Daqing &amp; Co\nOwner: '
+            '<a href="tg://user?id=8001">@Li &amp; &lt;Wang&gt;</a> · @Zhang · @Wu')
+        # what Telegram shows: the name, as typed, behind the link
+        assert h.api.last_message(GROUP)["text"] == \
+            "Stalled: Daqing & Co\nOwner: @Li & <Wang> · @Zhang · @Wu"
+
+
+async def test_a_long_message_is_never_cut_inside_a_mention(db: Database) -> None:
+    from dialogs.messages import Mention
+
+    async with running(db) as h:
+        line = "• stalled 21 days, owner @Li Lei (Daqing)"
+        await h.front.deliver(Target(BOT_ORG, "user", "8005"), [Outbound(
+            "\n".join([line] * 300), mentions=(Mention("telegram", "8001", "Li Lei"),))])
+        calls = h.api.calls_to("sendMessage")
+        assert len(calls) >= 3 and all(c.failed is None for c in calls)
+        link = '<a href="tg://user?id=8001">@Li Lei</a>'
+        assert sum(c.params["text"].count(link) for c in calls) == 300
