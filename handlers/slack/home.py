@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from dialogs.engine import Engine
 from dialogs.messages import TurnContext
 from dialogs.state import DialogState
-from handlers.slack.render import escape, plain_label
+from handlers.slack.render import EDIT, escape, plain_label
 from store import conversations as conv
 from store.enums import OPEN_STAGES, FunnelStage, InvoiceStatus, Role
 from store.models import Account, Invoice, Opportunity, User
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from handlers.slack.frontend import SlackFrontEnd
 
 RESUME = "sc_resume"
-EDIT = "sc_edit"
 STAGE_ORDER = [s.value for s in FunnelStage if s in OPEN_STAGES]
 MAX_OPPORTUNITIES = 30
 MAX_ROWS = 10

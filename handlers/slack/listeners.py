@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
@@ -21,6 +22,7 @@ from handlers.slack.frontend import PLATFORM, Where, new_request_id
 from handlers.slack.render import (
     ANSWER,
     CONTROL,
+    EDIT,
     MULTI,
     MULTI_BLOCK,
     MULTI_DONE,
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 # `/coach pipeline share`: the answer goes to the whole channel instead of only the asker
 SHARE_WORDS = frozenset({"share", "分享"})
+# an answer button, a control (back, skip, tip…), a pick in a select, Done under checkboxes
+CLICKS = re.compile(f"^(?:{ANSWER}_\\d+|{CONTROL}_\\w+|{SELECT}|{MULTI_DONE})$")
 RECORD_KINDS = {"account": "account", "customer": "account", "客户": "account",
                 "contact": "contact", "联系人": "contact"}
 
@@ -43,13 +47,21 @@ RECORD_KINDS = {"account": "account", "customer": "account", "客户": "account"
 def register(front: SlackFrontEnd) -> None:
     bolt = front.bolt
 
+    # Bolt tries listeners in the order registered, each match building its arguments anew:
+    # the clicks on questions, the most frequent requests, come first and share one matcher.
+    @bolt.action(CLICKS)
+    async def on_click(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        await ack()
+        where = _where(body)
+        front.after_ack(where, lambda: click(front, body, action, where))
+
     @bolt.command("/coach")
     async def on_coach(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         where = Where(team=body["team_id"], user=body["user_id"], channel=body["channel_id"],
                       ephemeral=True, response_url=body.get("response_url"),
                       request_id=new_request_id())
-        await front.guard(where, lambda: slash_command(front, body, where))
+        front.after_ack(where, lambda: slash_command(front, body, where))
 
     @bolt.event("message")
     async def on_message(ack: AsyncAck, body: dict[str, Any], event: dict[str, Any]) -> None:
@@ -73,7 +85,7 @@ def register(front: SlackFrontEnd) -> None:
             reply = await front.coach.handle(inbound)
             await front.post(event["channel"], reply.messages, reply.lang)
 
-        await front.guard(where, work)
+        front.after_ack(where, work)
 
     @bolt.event("app_home_opened")
     async def on_home(ack: AsyncAck, body: dict[str, Any], event: dict[str, Any]) -> None:
@@ -82,16 +94,7 @@ def register(front: SlackFrontEnd) -> None:
             return
         team = body.get("team_id") or ""
         where = Where(team=team, user=event["user"], request_id=new_request_id())
-        await front.guard(where, lambda: home.publish(front, team, event["user"]))
-
-    async def on_click(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
-        await ack()
-        where = _where(body)
-        await front.guard(where, lambda: click(front, body, action, where))
-
-    for pattern in (re.compile(f"^{ANSWER}_\\d+$"), re.compile(f"^{CONTROL}_\\w+$"), SELECT,
-                    MULTI_DONE):
-        bolt.action(pattern)(on_click)
+        front.after_ack(where, lambda: home.publish(front, team, event["user"]))
 
     @bolt.action(MULTI)
     async def on_tick(ack: AsyncAck) -> None:
@@ -101,22 +104,34 @@ def register(front: SlackFrontEnd) -> None:
     async def on_resume(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
         await ack()
         where = _where(body)
+        # Like a click on a question: one resume per button per published Home view (every
+        # views.publish gives the view a new hash), so a double click resumes and posts once.
+        view = body.get("view") or {}
+        event_id = f"home:{view.get('id')}:{view.get('hash')}:{action.get('value')}" \
+            if view.get("id") else None
 
         async def work() -> None:
             dm = await front.dm_channel(where.user)
             inbound = Inbound(PLATFORM, where.team, where.user, f"/resume {action['value']}",
-                              chat="private", chat_key=dm)
+                              event_id=event_id, chat="private", chat_key=dm)
             reply = await front.coach.handle(inbound)
             await front.post(dm, reply.messages, reply.lang)
 
-        await front.guard(where, work)
+        front.after_ack(where, work)
 
-    @bolt.action(home.EDIT)
+    @bolt.action(EDIT)
     async def on_edit(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+        """Edit on the Home tab or under a record card: the modal, or a private reason why not
+        (only the user sees it: ephemeral under an ephemeral card, else in their DM)."""
         await ack()
         where = _where(body)
+        container = body.get("container") or {}
+        if container.get("is_ephemeral") and where.channel:
+            where = replace(where, ephemeral=True)
+        elif where.channel and not where.channel.startswith("D"):
+            where = replace(where, channel=None)
         kind, _, record_id = str(action.get("value", "")).partition(":")
-        await front.guard(where, lambda: modals.open_by_id(
+        front.after_ack(where, lambda: modals.open_by_id(
             front, where, kind, record_id, body["trigger_id"]))
 
     @bolt.view(re.compile(f"^{modals.CALLBACK_PREFIX}"))
@@ -125,7 +140,7 @@ def register(front: SlackFrontEnd) -> None:
 
     @bolt.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:
-        # Failures inside listener work are handled by front.guard; this is the rest (Bolt's
+        # Failures inside listener work are handled by front.after_ack; the rest (Bolt's
         # own middleware, a malformed payload), logged with what identifies the request.
         log.error("Slack request failed before reaching a listener (type %s): %r",
                   body.get("type") or body.get("command"), error, exc_info=error)

@@ -329,4 +329,4 @@ async def submit(front: SlackFrontEnd, ack: AsyncAck, body: dict[str, Any],
                                                   kind=front.text(lang, f"slack.kind.{kind}"),
                                                   name=values["name"]))], lang)
 
-    await front.guard(where, work)
+    front.after_ack(where, work)

@@ -37,7 +37,7 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +97,8 @@ class FakeSlackAPI:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._sockets: list[web.WebSocketResponse] = []
+        # `GET /_wait` long polls: (matches a call?, the future to answer with its index)
+        self._waiters: list[tuple[Callable[[Call], bool], asyncio.Future[int]]] = []
 
     # ---- life cycle ---------------------------------------------------------------------------
 
@@ -146,6 +148,7 @@ class FakeSlackAPI:
         app.router.add_post("/response/{key}", self._response_url)
         app.router.add_get("/socket", self._socket)
         app.router.add_get("/_calls", self._calls_json)
+        app.router.add_get("/_wait", self._wait_json)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, 0)
@@ -276,6 +279,14 @@ class FakeSlackAPI:
     def _record(self, call: Call) -> None:
         with self._lock:
             self._calls.append(call)
+            index = len(self._calls) - 1
+        if self._waiters and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake, index, call)
+
+    def _wake(self, index: int, call: Call) -> None:
+        for matches, future in list(self._waiters):
+            if not future.done() and matches(call):
+                future.set_result(index)
 
     def _take_failure(self, method: str) -> _Failure | None:
         with self._lock:
@@ -348,6 +359,45 @@ class FakeSlackAPI:
                if (method is None or c.method == method)
                and (channel is None or c.params.get("channel") == channel)]
         return web.json_response({"calls": out, "total": since + len(calls)})
+
+    async def _wait_json(self, request: web.Request) -> web.Response:
+        """The first call recorded at or after wall-clock time `after` that matches, waiting up
+        to `timeout` seconds for it (504 if none comes); for a benchmark in another process:
+        `GET /_wait?after=T&method=chat.postMessage&channel=D1&user=U1&actions=1` (actions: the
+        call's blocks hold an actions block)."""
+        q = request.query
+        after = float(q.get("after", "0"))
+        method, channel, user = q.get("method"), q.get("channel"), q.get("user")
+        actions = q.get("actions") == "1"
+
+        def matches(c: Call) -> bool:
+            return c.at >= after and (method is None or c.method == method) \
+                and (channel is None or c.params.get("channel") == channel) \
+                and (user is None or c.params.get("user") == user) \
+                and (not actions or any(isinstance(b, dict) and b.get("type") == "actions"
+                                        for b in c.params.get("blocks") or []))
+
+        found: int | None = None
+        with self._lock:
+            for i in range(len(self._calls) - 1, -1, -1):  # recent calls only
+                if self._calls[i].at < after - 5:
+                    break
+                if matches(self._calls[i]):
+                    found = i
+        if found is None:
+            future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+            entry = (matches, future)
+            self._waiters.append(entry)
+            try:
+                found = await asyncio.wait_for(future, float(q.get("timeout", "30")))
+            except TimeoutError:
+                return web.json_response({"error": "timeout"}, status=504)
+            finally:
+                self._waiters.remove(entry)
+        c = self._calls[found]
+        return web.json_response({"index": found, "method": c.method, "params": c.params,
+                                  "status": c.status, "error": c.error, "at": c.at,
+                                  "response": c.response})
 
     async def _upload(self, request: web.Request) -> web.Response:
         file_id = request.match_info["file_id"]
@@ -423,6 +473,7 @@ class FakeSlackAPI:
                 raise _SlackError("invalid_arguments")
             view.setdefault("id", self._next_id("V"))
             view["team_id"] = self.team_id
+            view["hash"] = self._next_id("H")  # a new one on every publish/update, like Slack
             return {"view": view}
         if method == "files.getUploadURLExternal":
             _required(p, "filename")

@@ -294,6 +294,11 @@ class SlackClient:
                           element: dict[str, Any]) -> httpx.Response:
         """Press a button on the Home tab (or in a modal): the container is the view."""
         view_id = view.get("id", "V0HOME")
+        # the hash Slack gave the view when it was published (a new one on every publish)
+        published = [c.response.get("view") or {} for c in self.fake.calls()
+                     if c.method in ("views.publish", "views.update") and c.ok
+                     and c.params.get("view") == view]
+        view_hash = published[-1].get("hash") if published else None
         payload = {
             "type": "block_actions",
             "user": {"id": who.user, "username": who.name, "name": who.name,
@@ -302,7 +307,7 @@ class SlackClient:
             "container": {"type": "view", "view_id": view_id},
             "trigger_id": self._trigger(), "team": {"id": who.team, "domain": "fake"},
             "enterprise": None, "is_enterprise_install": False,
-            "view": {**view, "id": view_id, "state": {"values": {}}},
+            "view": {**view, "id": view_id, "hash": view_hash, "state": {"values": {}}},
             "actions": [{"action_id": element["action_id"], "block_id": "b" + view_id,
                          "type": element["type"], "text": element.get("text"),
                          "value": element.get("value"), "action_ts": f"{time.time():.6f}"}],
@@ -310,7 +315,7 @@ class SlackClient:
         return await self.interactive(payload)
 
     def _posted_ts(self, post: Call) -> str:
-        return str(post.response["ts"])
+        return str(post.response.get("ts") or post.response["message_ts"])  # ephemeral: message_ts
 
     def seen_by(self, who: SlackUser) -> list[str]:
         """Plain texts of everything the app showed `who`: DM posts and ephemeral notes."""

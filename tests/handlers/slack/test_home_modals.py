@@ -232,3 +232,86 @@ async def test_the_manager_may_edit_the_reps_account_from_home(slack: SlackClien
     size = await db.run(lambda s: s.execute(select(Account.size_employees)).scalar_one())
     assert size == 13000
 
+
+
+# ---- the Edit button on record cards, and Home's Resume ---------------------------------------
+
+
+def _edit_button(blocks: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    block = next(b for b in blocks if b.get("block_id") == "sc_record")
+    [button] = block["elements"]
+    return block, button
+
+
+async def test_the_account_card_has_an_edit_button_that_opens_the_filled_modal(
+        slack: SlackClient, db: Database) -> None:
+    rep, boss = slack.user(), slack.user("U0BOSS", "wang")
+    ids = await db.run(_seed, rep, boss)
+    await rep.command("account daqing")
+    [card] = slack.fake.calls("chat.postEphemeral")
+    block, button = _edit_button(card.params["blocks"])
+    assert (button["action_id"], button["text"]["text"], button["value"]) == \
+        ("sc_edit", "Edit", f"account:{ids['account_id']}")
+
+    await slack.action(rep, card, block, button, button, ephemeral=True)
+    [opened] = slack.fake.calls("views.open")
+    view = opened.params["view"]
+    assert view["callback_id"] == "sc_edit_account"
+    fields = {b["block_id"]: b["element"] for b in view["blocks"]}
+    assert fields["name"]["initial_value"] == "Daqing <Oilfield> & Co"
+    assert fields["size_employees"]["initial_value"] == "12000"
+    assert fields["industry"]["initial_option"]["value"] == "oil_gas"
+
+    # saving validates every field, inline, and saves nothing until all are right
+    bad = await rep.submit(view, {"name": "", "size_employees": "lots"})
+    errors = bad.json()["errors"]
+    assert set(errors) == {"name", "size_employees"}
+    assert errors["name"] == "This field is required."
+    assert await db.run(lambda s: s.execute(select(Account.size_employees)).scalar_one()) \
+        == 12000
+    good = await rep.submit(view, {"size_employees": "13,000"})
+    assert good.text == ""
+    assert await db.run(lambda s: s.execute(select(Account.size_employees)).scalar_one()) \
+        == 13000
+    assert "✓ Saved the customer Daqing <Oilfield> & Co." in slack.dm_texts(rep.dm)
+
+
+async def test_the_card_edit_button_checks_permissions_and_speaks_chinese(
+        slack: SlackClient, db: Database) -> None:
+    rep, boss = slack.user(), slack.user("U0BOSS", "wang")
+    await db.run(_seed, rep, boss)
+    other = slack.user("U0OTHER", "zhang")
+    await rep.command("lang zh")
+    await rep.command("account daqing share")  # shared in the channel: anyone sees the button
+    [card] = [c for c in slack.fake.calls("chat.postMessage") if c.params["channel"] == CHANNEL]
+    block, button = _edit_button(card.params["blocks"])
+    assert button["text"]["text"] == "编辑"
+
+    await slack.action(other, card, block, button, button)
+    assert not slack.fake.calls("views.open")
+    # the refusal goes to the clicker alone (their DM), never into the channel
+    assert [c.params["channel"] for c in slack.fake.calls("chat.postMessage")] == \
+        [CHANNEL, other.dm]
+    assert "You can edit only your own records" in slack.dm_texts(other.dm)[-1]
+
+
+async def test_a_double_click_on_home_resume_resumes_and_posts_once(
+        slack: SlackClient) -> None:
+    rep = slack.user()
+    await rep.command("intake")
+    await rep.say("Harbin Bus Group")
+    await rep.open_home()
+    view = slack.fake.calls("views.publish")[-1].params["view"]
+    resume = next(b["accessory"] for b in view["blocks"]
+                  if b.get("accessory", {}).get("action_id") == "sc_resume")
+    before = len(slack.fake.calls())
+    await slack.view_action(rep, view, resume)
+    await slack.view_action(rep, view, resume)
+    posted = slack.dm_texts(rep.dm, since=before)
+    assert len(posted) == 1 and "Which industry is Harbin Bus Group in?" in posted[0]
+
+    # a freshly published Home (opened again) resumes again
+    await rep.open_home()
+    again = slack.fake.calls("views.publish")[-1].params["view"]
+    await slack.view_action(rep, again, resume)
+    assert len(slack.dm_texts(rep.dm, since=before)) == 2
