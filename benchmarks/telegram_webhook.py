@@ -18,6 +18,7 @@ figures are our work and not Telegram's pacing (a reply of three messages is pac
 seconds in one chat, and 30 messages a second overall cap what any bot may send).
 
     python benchmarks/telegram_webhook.py [--chats 50] [--think 1.0] [--database-url URL] [--json]
+                                          [--profile FILE]
 
 Target (from the issue): p99 under 200 ms at 50 concurrent chats.
 """
@@ -96,8 +97,13 @@ def _verify(session: Session) -> tuple[int, int]:
 
 
 def _serve_child(url: str, token: str, base_url: str, port: int, telegram_limits: bool,
-                 ready: Any) -> None:
-    """The measured process: the app, the Telegram front end and uvicorn, until SIGTERM."""
+                 ready: Any, profile: str | None = None, profile_on: Any = None,
+                 profile_off: Any = None) -> None:
+    """The measured process: the app, the Telegram front end and uvicorn, until SIGTERM.
+
+    With `profile`, cProfile runs while the parent holds `profile_on` set (the measured chats,
+    not the warm-up) in both the event loop's thread and the SQLite worker thread; the stats of
+    both go to `profile` when `profile_off` is set."""
     import logging
     from types import SimpleNamespace
 
@@ -115,13 +121,39 @@ def _serve_child(url: str, token: str, base_url: str, port: int, telegram_limits
         while not server.started:
             await asyncio.sleep(0.02)
         ready.set()
+        profiling = (asyncio.create_task(_profiled(db, profile, profile_on, profile_off))
+                     if profile else None)
         try:
             await serving
         finally:
+            if profiling is not None:
+                profiling.cancel()
             await front.stop()
             await db.dispose()
 
     asyncio.run(main())
+
+
+async def _profiled(db: Database, path: str, on: Any, off: Any) -> None:
+    """cProfile the event loop's thread and (SQLite) the worker thread between `on` and `off`."""
+    import cProfile
+    import pstats
+
+    loop_prof, worker_prof = cProfile.Profile(), cProfile.Profile()
+    worker = db._worker  # a benchmark's look inside: the SQLite worker thread
+    await asyncio.to_thread(on.wait)
+    if worker is not None:
+        await worker.submit(worker_prof.enable)  # stays on for the worker thread's next jobs
+    loop_prof.enable()
+    await asyncio.to_thread(off.wait)
+    loop_prof.disable()
+    if worker is not None:
+        await worker.submit(worker_prof.disable)
+    stats = pstats.Stats(loop_prof)
+    if worker is not None:
+        stats.add(worker_prof)
+    stats.dump_stats(path)
+    Path(path + ".done").touch()
 
 
 async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
@@ -132,9 +164,10 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
         await db.upgrade()
         port = _free_port()
         context = multiprocessing.get_context("spawn")
-        ready = context.Event()
+        ready, profile_on, profile_off = context.Event(), context.Event(), context.Event()
         child = context.Process(target=_serve_child, args=(
-            url, api.token, api.base_url, port, args.telegram_limits, ready), daemon=True)
+            url, api.token, api.base_url, port, args.telegram_limits, ready, args.profile,
+            profile_on, profile_off), daemon=True)
         child.start()
         if not await asyncio.to_thread(ready.wait, 120):
             raise RuntimeError("the server process did not start")
@@ -164,10 +197,19 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
                     await driver.say(line)
 
             await play(-1, record=False)  # warm-up: org creation, caches, connections
+            profile_on.set()
             started, cpu = time.perf_counter(), _cpu_seconds(child.pid)
             await asyncio.gather(*(play(chat, True) for chat in range(args.chats)))
             wall = time.perf_counter() - started
             cpu = _cpu_seconds(child.pid) - cpu
+            if args.profile:
+                profile_off.set()
+                done = Path(args.profile + ".done")
+                for _ in range(600):
+                    if done.exists():
+                        done.unlink()
+                        break
+                    await asyncio.sleep(0.1)
         accounts, opportunities = await db.run(_verify)
         return {
             "backend": db.dialect, "chats": args.chats, "think_s": args.think,
@@ -239,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--telegram-limits", action="store_true",
                         help="keep Telegram's flood limits (1 msg/s per chat, 30/s overall)")
     parser.add_argument("--json", action="store_true", help="also print one JSON object")
+    parser.add_argument("--profile", metavar="FILE", default=None,
+                        help="cProfile the server during the measured chats into FILE (pstats; "
+                             "profiling slows it down, so its figures are not the real ones)")
     return asyncio.run(bench(parser.parse_args(argv)))
 
 

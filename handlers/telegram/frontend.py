@@ -20,16 +20,19 @@ import base64
 import binascii
 import hmac
 import html
+import importlib.util
 import json
 import logging
 import re
+import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from markupsafe import Markup
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -71,10 +74,16 @@ from handlers.telegram.render import (
     keyboard,
     link_keyboard,
     parse_callback,
-    split_html,
-    telegram_html,
     utf16_len,
 )
+from handlers.telegram.replies import (
+    AlreadyHandled,
+    BoardCache,
+    KeyboardClosed,
+    Prepared,
+    TurnWrites,
+)
+from store import conversations as conv
 from store.db import ConfigError
 
 log = logging.getLogger(__name__)
@@ -82,7 +91,8 @@ log = logging.getLogger(__name__)
 PLATFORM = "telegram"
 WEBHOOK_PATH = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
-ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+ALLOWED_UPDATES = ["message", "edited_message", "channel_post", "callback_query",
+                   "my_chat_member"]
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 GROUPS = (ChatType.GROUP, ChatType.SUPERGROUP)
 KEYBOARD_RETENTION = timedelta(days=60)
@@ -135,6 +145,14 @@ class _ChatLocks:
                 self._locks[key] = (lock, users - 1)
 
 
+def _remember_missing_sniffio() -> None:
+    """httpcore (under PTB's HTTPXRequest) runs `import sniffio` for every Bot API call; when
+    sniffio is not installed, each of those searches sys.path again (~40 µs, about ten times an
+    update). Record once that it is absent; an installed sniffio is left alone."""
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
+
+
 class TelegramFrontEnd:
     """The Telegram `FrontEnd` (see bot/delivery.py)."""
 
@@ -168,6 +186,7 @@ class TelegramFrontEnd:
         self.poll_timeout = poll_timeout
         self.poll_interval = poll_interval
         self.limiter = FloodLimiter(limits)
+        _remember_missing_sniffio()
         builder = (Application.builder().token(token).base_url(settings.telegram_api_url)
                    .rate_limiter(self.limiter).concurrent_updates(256))
         if self.webhook_url:
@@ -179,6 +198,7 @@ class TelegramFrontEnd:
         self.bot_id = token.split(":", 1)[0]
         self.username = ""
         self._locks = _ChatLocks()
+        self._boards = BoardCache()
         # commands that open a dialog: in a group they answer with a link to the private chat
         self.dialog_commands = {*self.coach.flow_commands, "resume"}
 
@@ -274,6 +294,10 @@ class TelegramFrontEnd:
             await self._on_membership(update.my_chat_member)
         elif update.message is not None:
             await self._on_message(update.message, update.update_id)
+        elif update.edited_message is not None:
+            await self._on_edit(update.edited_message, update.update_id)
+        elif update.channel_post is not None:
+            await self._on_channel_post(update.channel_post, update.update_id)
 
     def _event(self, update_id: int) -> str:
         return f"{self.bot_id}:{update_id}"
@@ -294,6 +318,40 @@ class TelegramFrontEnd:
                 await self._on_group_message(message, user, chat, update_id)
             else:
                 await self._on_private_message(message, user, chat, update_id)
+
+    async def _on_edit(self, message: Message, update_id: int) -> None:
+        """An edited message changes nothing: taken as new input it would answer whatever
+        question is open now with a correction meant for an earlier one. In a private chat the
+        user is told how to change an answer; in a group edits are the members' business."""
+        user, chat = message.from_user, message.chat
+        if user is None or user.is_bot or chat.type != ChatType.PRIVATE:
+            return
+        async with self._locks.hold(str(chat.id)):
+            known = await self.app.db.run(_once_lang, self.bot_id, str(user.id),
+                                          self._event(update_id), self.coach.clock())
+            if known is None:
+                return  # a redelivery: told once already
+            lang = known or lang_hint(user) or self.default_lang
+            await self._send(chat.id, [Outbound(self.r.text(lang, "telegram.edited"))],
+                             lang=lang, reply_to=message.message_id)
+
+    async def _on_channel_post(self, post: Message, update_id: int) -> None:
+        """A post in a channel the bot is an admin of. The coach works in private chats and
+        groups (a channel post has no author to answer or check), so posts are ignored, and a
+        command for the bot gets a note saying where to talk to it."""
+        parsed = self._split_command(post.text or "")
+        if parsed is None or parsed[2] == "other":
+            return
+        word, _arg, whom = parsed
+        if whom is None and word.casefold() not in self.coach.commands \
+                and word.casefold() != "start":
+            return  # some other bot's command
+        if not await self.app.db.run(_once, self._event(update_id), self.coach.clock()):
+            return
+        lang = self.default_lang
+        await self._send_link(post.chat.id, self.r.text(lang, "telegram.channel"),
+                              self.r.text(lang, "telegram.start.button"), "",
+                              reply_to=post.message_id)
 
     def _split_command(self, text: str) -> tuple[str, str, str | None] | None:
         """`/name@bot args` -> (name, args, whom it names: "us", "other" or None); None for
@@ -323,19 +381,43 @@ class TelegramFrontEnd:
                 await self._start_command(user, chat, arg, self._event(update_id))
                 return
             text = f"/{name} {arg}".strip()
-        reply = await self.coach.handle(self._inbound(user, chat, text, self._event(update_id)))
-        await self._send(chat.id, reply.messages, lang=reply.lang)
+        await self._turn(user, chat, text, self._event(update_id))
+
+    async def _turn(self, user: User, chat: Chat, text: str, event_id: str) -> None:
+        """A private message as one unit of work: the coach's turn, the keyboards of its
+        replies, and (whoever writes to the bot has not blocked it) a block lifted."""
+        writes = self._writes(chat, unblock=str(user.id))
+        reply = await self.coach.handle(self._inbound(user, chat, text, event_id), after=writes)
+        self._boards.sent(writes.prepared)
+        await self._send(chat.id, reply.messages, lang=reply.lang, prepared=writes.prepared)
+
+    def _writes(self, chat: Chat, *, user: User | None = None, answers: str | None = None,
+                keeps: str | None = None, unblock: str | None = None,
+                event_id: str | None = None) -> TurnWrites:
+        """What a turn in `chat` writes for Telegram; with `user`, a group's private replies go
+        to their private chat."""
+        here = str(chat.id)
+        private = str(user.id) if user is not None and chat.type in GROUPS else here
+
+        def route(out: Outbound) -> str:
+            return private if out.private else here
+
+        return TurnWrites(bot_id=self.bot_id, now=self.coach.clock(), route=route,
+                          answers=answers, keeps=keeps, unblock=unblock, event_id=event_id)
 
     async def _start_command(self, user: User, chat: Chat, payload: str, event_id: str) -> None:
         """`/start`: a greeting; `/start <payload>` (a deep link): the command it names."""
-        if not await self.app.db.run(_first_time, event_id, self.coach.clock()):
-            return
-        # whoever starts the bot has not blocked it (any more)
-        await self.app.db.run(kb.mark_user_blocked, self.bot_id, str(user.id), None)
         line = self.decode_payload(payload) if payload else None
-        inbound = self._inbound(user, chat, line or "", None)
-        reply = await (self.coach.handle(inbound) if line else self.coach.greet(inbound))
-        await self._send(chat.id, reply.messages, lang=reply.lang)
+        if line:
+            await self._turn(user, chat, line, event_id)
+            return
+        # one unit of work: handled once, the block (if any) lifted, the greeting's keyboards
+        writes = self._writes(chat, unblock=str(user.id), event_id=event_id)
+        try:
+            reply = await self.coach.greet(self._inbound(user, chat, "", None), after=writes)
+        except AlreadyHandled:
+            return
+        await self._send(chat.id, reply.messages, lang=reply.lang, prepared=writes.prepared)
 
     async def _on_group_message(self, message: Message, user: User, chat: Chat,
                                 update_id: int) -> None:
@@ -344,9 +426,9 @@ class TelegramFrontEnd:
             return  # group chatter, or a command for another bot
         word, arg, whom = parsed
         addressed = whom == "us"
-        lang = await self._lang(user)
         name = self.coach.commands.get(word.casefold())
         if word.casefold() == "start":
+            lang = await self._lang(user)
             text = self.r.text(lang, "telegram.start.group")
             await self._send_link(chat.id, text, self.r.text(lang, "telegram.start.button"),
                                   "", reply_to=message.message_id)
@@ -355,31 +437,41 @@ class TelegramFrontEnd:
             name = "resume"  # back/skip/tip … belong to a dialog, which lives in private
         if name is None:
             if addressed:  # "/foo@ourbot": tell them what we can do
-                reply = await self.coach.handle(self._inbound(user, chat, f"/{word}",
-                                                              self._event(update_id)))
-                await self._group_reply(chat, user, reply, message.message_id)
+                await self._group_turn(chat, user, f"/{word}", update_id, message.message_id)
             return
         if name in self.dialog_commands:
+            lang = await self._lang(user)
             text = self.r.text(lang, "telegram.go_private", name=display_name(user))
             await self._send_link(chat.id, text, self.r.text(lang, "telegram.go_private.button"),
                                   self.start_payload(name), reply_to=message.message_id)
             return
         line = f"/{word} {arg}".strip()
-        reply = await self.coach.handle(self._inbound(user, chat, line, self._event(update_id)))
-        await self._group_reply(chat, user, reply, message.message_id, payload=(name, arg))
+        await self._group_turn(chat, user, line, update_id, message.message_id,
+                               payload=(name, arg))
+
+    async def _group_turn(self, chat: Chat, user: User, line: str, update_id: int,
+                          reply_to: int, *, payload: tuple[str, str] | None = None) -> None:
+        writes = self._writes(chat, user=user)
+        reply = await self.coach.handle(self._inbound(user, chat, line, self._event(update_id)),
+                                        after=writes)
+        self._boards.sent(writes.prepared)
+        await self._group_reply(chat, user, reply, reply_to, payload=payload,
+                                prepared=writes.prepared)
 
     async def _group_reply(self, chat: Chat, user: User, reply: Reply, reply_to: int, *,
-                           payload: tuple[str, str] | None = None) -> None:
+                           payload: tuple[str, str] | None = None,
+                           prepared: Prepared | None = None) -> None:
         """Post a reply in a group; what is private goes to the asker's private chat."""
         public = [m for m in reply.messages if not m.private]
         private = [m for m in reply.messages if m.private]
         if public:
-            await self._send(chat.id, public, lang=reply.lang, reply_to=reply_to)
+            await self._send(chat.id, public, lang=reply.lang, reply_to=reply_to,
+                             prepared=prepared)
         if not private:
             return
         name = display_name(user)
         try:
-            await self._send(user.id, private, lang=reply.lang)
+            await self._send(user.id, private, lang=reply.lang, prepared=prepared)
         except (Forbidden, BadRequest) as exc:
             if isinstance(exc, BadRequest) and "chat not found" not in exc.message.lower():
                 raise
@@ -413,22 +505,26 @@ class TelegramFrontEnd:
         """Handle a tap; True when the query was already answered (with a text)."""
         tap = parse_callback(query.data)
         user = query.from_user
-        board = await self.app.db.run(kb.load, tap.key) if tap is not None else None
-        if tap is None or board is None or board.chat_id != str(chat.id) or board.closed:
-            lang = board.lang if board is not None else await self._lang(user)
-            await query.answer(plain(self.r.text(lang, "telegram.stale")))
-            await self._drop_keyboard(chat.id, message_id)
-            return True
-        if tap.op == "t":
-            ticked = await self.app.db.run(kb.toggle, board.key, tap.index)
-            if ticked is not None and not ticked.closed:
-                markup = keyboard(board.key, ticked.options, ticked.controls, multi=True,
-                                  selected=ticked.selected,
-                                  done_label=plain(self.r.text(board.lang, "telegram.done")))
-                with suppress(BadRequest):  # "message is not modified" after a fast re-tap
-                    await self.bot.edit_message_reply_markup(chat.id, message_id,
-                                                             reply_markup=markup)
+        if tap is not None and tap.op == "t":  # tick/untick: one unit of work, no turn
+            ticked = await self.app.db.run(kb.toggle, tap.key, tap.index, str(chat.id))
+            if ticked is None or ticked.closed or not ticked.multi:
+                return await self._stale_tap(query, message_id, chat, ticked)
+            markup = keyboard(ticked.key, ticked.options, ticked.controls, multi=True,
+                              selected=ticked.selected,
+                              done_label=plain(self.r.text(ticked.lang, "telegram.done")))
+            with suppress(BadRequest):  # "message is not modified" after a fast re-tap
+                await self.bot.edit_message_reply_markup(chat.id, message_id,
+                                                         reply_markup=markup)
             return False
+        # what a button stands for never changes: this process's cache spares the read, except
+        # for Done, whose ticks are read fresh; whether it is still open is checked in the turn
+        board = None
+        if tap is not None:
+            board = self._boards.get(tap.key) if tap.op != "d" else None
+            if board is None:
+                board = await self.app.db.run(kb.load, tap.key)
+        if tap is None or board is None or board.chat_id != str(chat.id) or board.closed:
+            return await self._stale_tap(query, message_id, chat, board)
         if tap.op == "d":
             if not board.selected:
                 await query.answer(plain(self.r.text(board.lang, "telegram.pick_first")),
@@ -445,22 +541,37 @@ class TelegramFrontEnd:
             value, label = pool[tap.index]
             shown = Markup(escape_label(label))
         repeatable = tap.op == "c" and value in REPEATABLE_CONTROLS
-        # one answer per keyboard: a double tap carries the same event id and changes nothing
+        # one answer per keyboard: the turn closes it (a double tap finds it closed, and
+        # carries the same event id besides); a tip leaves it open
         event = f"{self.bot_id}:tap:{board.key}" + (f":{tap.index}" if repeatable else "")
-        reply = await self.coach.handle(self._inbound(user, chat, value, event))
+        writes = self._writes(chat, user=user, keeps=board.key if repeatable else None,
+                              answers=None if repeatable else board.key)
+        try:
+            reply = await self.coach.handle(self._inbound(user, chat, value, event),
+                                            after=writes)
+        except KeyboardClosed:
+            self._boards.forget(board.key)
+            return await self._stale_tap(query, message_id, chat, board)
+        if not repeatable:
+            self._boards.forget(board.key)
+        self._boards.sent(writes.prepared)
         await query.answer()
-        answered = bool(reply.messages) and not repeatable
-        if answered:
+        if not repeatable:
             edited = board.text + "\n\n" + self.r.text(board.lang, "telegram.chosen",
                                                        answer=shown)
             await self._show_answer(chat.id, message_id, edited)
         if chat.type in GROUPS:
-            await self._group_reply(chat, user, reply, message_id)
-            if answered:
-                await self.app.db.run(kb.close, board.key)
-        else:  # the next question's keyboard closes this one in the same unit of work
-            await self._send(chat.id, reply.messages, lang=reply.lang,
-                             close=board.key if answered else None)
+            await self._group_reply(chat, user, reply, message_id, prepared=writes.prepared)
+        else:
+            await self._send(chat.id, reply.messages, lang=reply.lang, prepared=writes.prepared)
+        return True
+
+    async def _stale_tap(self, query: CallbackQuery, message_id: int, chat: Chat,
+                         board: kb.Keyboard | None) -> bool:
+        """A tap on a keyboard that no longer counts: say so and take the buttons away."""
+        lang = board.lang if board is not None else await self._lang(query.from_user)
+        await query.answer(plain(self.r.text(lang, "telegram.stale")))
+        await self._drop_keyboard(chat.id, message_id)
         return True
 
     async def _show_answer(self, chat_id: int, message_id: int, text: str) -> None:
@@ -561,21 +672,38 @@ class TelegramFrontEnd:
 
     async def _send(self, chat_id: int, messages: Sequence[Outbound], *, lang: str,
                     reply_to: int | None = None, rate_limit_args: dict[str, Any] | None = None,
-                    close: str | None = None) -> list[str]:
+                    prepared: Prepared | None = None) -> list[str]:
         """Send `messages` in order: text in pieces that fit (the keyboard on the last),
-        then attachments. Returns the ids of the messages posted. `close`: a keyboard that
-        was answered, closed with the first new keyboard's write (or on its own)."""
+        then attachments. Returns the ids of the messages posted. `prepared`: the messages as
+        a turn rendered them and recorded their keyboards; any other message is rendered here,
+        its keyboards recorded in one unit of work before anything is sent."""
+        chat = str(chat_id)
+        todo = [out for out in messages
+                if prepared is None or id(out) not in prepared.by_message]
+        if todo:
+            extra = Prepared()
+            for out in todo:
+                extra.add(out, chat, lang)
+            if extra.boards or extra.asked:
+                await self.app.db.run(extra.record, self.bot_id, self.coach.clock())
+                self._boards.sent(extra)
+            prepared = extra if prepared is None else Prepared(
+                {**prepared.by_message, **extra.by_message})
         ids: list[str] = []
+        done_label = ""
         for out in messages:
-            pieces = split_html(telegram_html(out.text)) if out.text.strip() else []
+            assert prepared is not None
+            made = prepared.by_message[id(out)]
             markup: InlineKeyboardMarkup | None = None
-            if (out.options or out.controls) and pieces:
-                markup = await self._keyboard(chat_id, out, pieces[-1], lang, close)
-                close = None
-            for i, piece in enumerate(pieces):
+            if made.board is not None:
+                done_label = done_label or plain(self.r.text(lang, "telegram.done"))
+                markup = keyboard(made.board.key, made.board.options, made.board.controls,
+                                  multi=made.board.multi, done_label=done_label)
+            last = len(made.pieces) - 1
+            for i, piece in enumerate(made.pieces):
                 sent = await self.bot.send_message(
                     chat_id, piece, parse_mode=ParseMode.HTML,
-                    reply_markup=markup if i == len(pieces) - 1 else None,
+                    reply_markup=markup if i == last else None,
                     link_preview_options=NO_PREVIEW,
                     reply_parameters=_reply_to(reply_to if i == 0 else None),
                     rate_limit_args=rate_limit_args)
@@ -592,21 +720,7 @@ class TelegramFrontEnd:
                                                         parse_mode=ParseMode.HTML,
                                                         rate_limit_args=rate_limit_args)
                 ids.append(str(sent.message_id))
-        if close is not None:
-            await self.app.db.run(kb.close, close)
         return ids
-
-    async def _keyboard(self, chat_id: int, out: Outbound, text: str, lang: str,
-                        close: str | None = None) -> InlineKeyboardMarkup:
-        key = kb.new_key()
-        options = [(o.value, o.label) for o in out.options]
-        controls = [(c.value, c.label) for c in out.controls]
-        await self.app.db.run(kb.create, key=key, bot_id=self.bot_id, chat_id=str(chat_id),
-                              kind="question" if out.kind == "question" else "post",
-                              options=options, controls=controls, multi=out.multi, text=text,
-                              lang=lang, now=self.coach.clock(), close=close)
-        return keyboard(key, options, controls, multi=out.multi,
-                        done_label=plain(self.r.text(lang, "telegram.done")))
 
     # ---- the outbox's way out -------------------------------------------------------------
 
@@ -664,7 +778,13 @@ def _reply_to(message_id: int | None) -> ReplyParameters | None:
     return ReplyParameters(message_id=message_id, allow_sending_without_reply=True)
 
 
-def _first_time(session: Any, event_id: str, now: Any) -> bool:
-    from store import conversations as conv
-
+def _once(session: Session, event_id: str, now: datetime) -> bool:
     return conv.first_time(session, PLATFORM, event_id, now)
+
+
+def _once_lang(session: Session, bot_id: str, user_key: str, event_id: str,
+               now: datetime) -> str | None:
+    """None if the update was handled already; else the user's language ("" if unknown)."""
+    if not conv.first_time(session, PLATFORM, event_id, now):
+        return None
+    return kb.speaker_lang(session, bot_id, user_key) or ""

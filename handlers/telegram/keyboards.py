@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import secrets
 import string
+import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from store.models import Identity, Org, TeamChannel, TelegramKeyboard
@@ -37,6 +39,24 @@ class Keyboard:
     closed: bool
 
 
+@dataclass(frozen=True)
+class NewKeyboard:
+    """A keyboard about to be sent (recorded in the turn's unit of work, see `record`)."""
+
+    key: str
+    chat_id: str
+    kind: str
+    options: tuple[tuple[str, str], ...]
+    controls: tuple[tuple[str, str], ...]
+    multi: bool
+    text: str
+    lang: str
+
+    def snapshot(self) -> Keyboard:
+        return Keyboard(self.key, self.chat_id, self.kind, self.options, self.controls,
+                        self.multi, (), self.text, self.lang, False)
+
+
 def _snapshot(row: TelegramKeyboard) -> Keyboard:
     return Keyboard(row.key, row.chat_id, row.kind,
                     tuple((str(v), str(lbl)) for v, lbl in row.options),
@@ -49,24 +69,63 @@ def new_key() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(KEY_LENGTH))
 
 
-def create(session: Session, *, key: str, bot_id: str, chat_id: str, kind: str,
-           options: list[tuple[str, str]], controls: list[tuple[str, str]], multi: bool,
-           text: str, lang: str, now: datetime, close: str | None = None) -> None:
-    """Record a keyboard about to be sent; a new question closes the chat's older ones, and
-    `close` names one more (the keyboard just answered, whatever its kind)."""
-    if close is not None:
-        session.execute(update(TelegramKeyboard).where(TelegramKeyboard.key == close)
-                        .values(closed=True))
-    if kind == "question":
-        session.execute(
-            update(TelegramKeyboard)
-            .where(TelegramKeyboard.bot_id == bot_id, TelegramKeyboard.chat_id == chat_id,
-                   TelegramKeyboard.closed.is_(False), TelegramKeyboard.kind == "question")
-            .values(closed=True))
-    session.add(TelegramKeyboard(
-        key=key, bot_id=bot_id, chat_id=chat_id, kind=kind,
-        options=[list(o) for o in options], controls=[list(c) for c in controls], multi=multi,
-        selected=[], text=text, lang=lang, closed=False, created_at=now))
+# The statements of every update, built once (as in store/conversations.py) and run on the
+# session's connection inside the turn's own unit of work.
+_boards = cast(Table, TelegramKeyboard.__table__)
+_identities = cast(Table, Identity.__table__)
+_orgs = cast(Table, Org.__table__)
+_INSERT = insert(_boards)
+_ANSWER = (update(_boards)
+           .where(_boards.c.key == bindparam("_key"), _boards.c.closed.is_(False))
+           .values(closed=True))
+_IS_OPEN = select(_boards.c.id).where(_boards.c.key == bindparam("_key"),
+                                      _boards.c.closed.is_(False))
+_CLOSE_QUESTIONS = (
+    update(_boards)
+    .where(_boards.c.bot_id == bindparam("_bot"), _boards.c.chat_id == bindparam("_chat"),
+           _boards.c.closed.is_(False), _boards.c.kind == "question")
+    .values(closed=True))
+_UNBLOCK = (
+    update(_identities)
+    .where(_identities.c.platform == "telegram",
+           _identities.c.external_id == bindparam("_user"),
+           _identities.c.org_id.in_(select(_orgs.c.id).where(
+               _orgs.c.platform == "telegram", _orgs.c.external_id == bindparam("_bot"))),
+           _identities.c.blocked_at.is_not(None))
+    .values(blocked_at=None))
+
+
+def answer(session: Session, key: str) -> bool:
+    """Close keyboard `key` as answered; False when it was closed already (or is unknown):
+    then this answer must not count."""
+    result: Any = session.connection().execute(_ANSWER, {"_key": key})
+    return int(result.rowcount or 0) == 1
+
+
+def is_open(session: Session, key: str) -> bool:
+    return session.connection().execute(_IS_OPEN, {"_key": key}).first() is not None
+
+
+def record(session: Session, *, bot_id: str, boards: Sequence[NewKeyboard],
+           asked: Sequence[str], now: datetime) -> None:
+    """Record keyboards about to be sent; a question asked in a chat (`asked`: chat ids, with
+    buttons or without) closes that chat's older question keyboards first."""
+    for chat_id in dict.fromkeys(asked):
+        session.connection().execute(_CLOSE_QUESTIONS, {"_bot": bot_id, "_chat": chat_id})
+    if boards:
+        session.connection().execute(_INSERT, [{
+            "id": uuid.uuid4(), "key": b.key, "bot_id": bot_id, "chat_id": b.chat_id,
+            "kind": b.kind, "options": [list(o) for o in b.options],
+            "controls": [list(c) for c in b.controls], "multi": b.multi, "selected": [],
+            "text": b.text, "lang": b.lang, "closed": False, "created_at": now,
+        } for b in boards])
+
+
+def unblock(session: Session, bot_id: str, user_key: str) -> int:
+    """A user who writes to the bot has not blocked it: clear a recorded block (touches no
+    row, and costs no write, when there is none)."""
+    result: Any = session.connection().execute(_UNBLOCK, {"_bot": bot_id, "_user": user_key})
+    return int(result.rowcount or 0)
 
 
 def load(session: Session, key: str) -> Keyboard | None:
@@ -74,12 +133,14 @@ def load(session: Session, key: str) -> Keyboard | None:
     return None if row is None else _snapshot(row)
 
 
-def toggle(session: Session, key: str, index: int) -> Keyboard | None:
-    """Tick or untick option `index` of an open multi-choice keyboard."""
+def toggle(session: Session, key: str, index: int, chat_id: str | None = None) -> Keyboard | None:
+    """Tick or untick option `index` of an open multi-choice keyboard (of chat `chat_id`)."""
     query = select(TelegramKeyboard).where(TelegramKeyboard.key == key)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     row = session.scalars(query).first()
+    if row is not None and chat_id is not None and row.chat_id != chat_id:
+        return None
     if row is None or row.closed or not row.multi or not 0 <= index < len(row.options):
         return None if row is None else _snapshot(row)
     chosen = [int(i) for i in row.selected]

@@ -290,6 +290,28 @@ class FakeTelegramAPI:
         return {"update_id": update_id if update_id is not None else self.next_update_id(),
                 "message": message}
 
+    def edited_update(self, update: dict[str, Any], text: str) -> dict[str, Any]:
+        """A new update: the message of `update`, edited to read `text`."""
+        message = {**update["message"], "text": text, "edit_date": int(time.time())}
+        message.pop("entities", None)
+        return {"update_id": self.next_update_id(), "edited_message": message}
+
+    @staticmethod
+    def channel_chat(chat_id: int, title: str = "Sales news") -> dict[str, Any]:
+        return {"id": chat_id, "type": "channel", "title": title}
+
+    def channel_post_update(self, chat: dict[str, Any], text: str) -> dict[str, Any]:
+        """A post in a channel (signed by the channel: no `from`)."""
+        with self._lock:
+            self.chats[str(chat["id"])] = chat
+        post: dict[str, Any] = {"message_id": next(self._message_ids), "date": int(time.time()),
+                                "chat": chat, "sender_chat": chat, "text": text}
+        command = re.match(r"/[A-Za-z0-9_]+(@[A-Za-z0-9_]+)?", text)
+        if command:
+            post["entities"] = [{"type": "bot_command", "offset": 0,
+                                 "length": _utf16_len(command.group(0))}]
+        return {"update_id": self.next_update_id(), "channel_post": post}
+
     def callback_update(self, user: dict[str, Any], message: dict[str, Any], data: str, *,
                         update_id: int | None = None) -> dict[str, Any]:
         """A tap on a button (its callback_data `data`) of a message the bot sent."""
@@ -320,7 +342,7 @@ class FakeTelegramAPI:
     # ---- the server ----------------------------------------------------------------------------
 
     def _remember_chat(self, update: dict[str, Any]) -> None:
-        for key in ("message", "edited_message"):
+        for key in ("message", "edited_message", "channel_post"):
             if key in update:
                 chat = update[key]["chat"]
                 self.chats[str(chat["id"])] = chat
