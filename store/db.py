@@ -172,7 +172,7 @@ class Database:
             # one connection hot.
             self._worker = _Worker("sqlite")
         else:
-            self._async = create_async_engine(self.url, echo=echo, pool_size=10, max_overflow=10,
+            self._async = create_async_engine(self.url, echo=echo, pool_size=20, max_overflow=10,
                                               json_serializer=dumps, json_deserializer=loads)
 
     def __repr__(self) -> str:
