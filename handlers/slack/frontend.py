@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
+AFTER_ACK_CONCURRENCY = 8  # listener work running at once (the rest waits its turn)
 
 # Errors after which posting to the same place again cannot work (the outbox gives up on it).
 PERMANENT_ERRORS = frozenset({
@@ -123,6 +124,9 @@ class SlackFrontEnd:
         self._profiles: dict[str, Profile] = {}
         self._busy = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # work after the ack runs a few at a time: under a burst, every request's own steps
+        # would otherwise queue on the event loop ahead of the next request's ack
+        self._slots = asyncio.Semaphore(AFTER_ACK_CONCURRENCY)
         from handlers.slack import listeners
 
         listeners.register(self)
@@ -287,7 +291,8 @@ class SlackFrontEnd:
 
     async def _guarded(self, where: Where, work: Callable[[], Awaitable[None]]) -> None:
         try:
-            await work()
+            async with self._slots:
+                await work()
         except Exception:
             log.exception("Slack request %s failed (team %s, user %s)", where.request_id,
                           where.team, where.user)
