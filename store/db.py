@@ -15,7 +15,7 @@ import json
 import queue
 import re
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -152,31 +152,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-class _LoopThread:
-    """An event loop of its own in a thread, where PostgreSQL units of work run.
-
-    With asyncpg, a unit of work's Python (the ORM, the dialog engine, a nudge pass: from
-    milliseconds to a large fraction of a second of CPU) runs on the loop that awaits it. On
-    the front ends' loop that CPU stalled the cheap things that must be fast, like Slack's
-    3-second acknowledgement; here it runs beside them (the interpreter switches threads at
-    least every 5 ms).
-    """
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self._thread.start()
-
-    async def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join()
-        self.loop.close()
-
-
 class Database:
     """The one way the application talks to SQL. Built by the composition root, never at import."""
 
@@ -186,7 +161,6 @@ class Database:
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None
         self._worker: _Worker | None = None
-        self._loop: _LoopThread | None = None
         if self.dialect == "sqlite":
             db = self.url.database
             if db and db != ":memory:":
@@ -200,7 +174,6 @@ class Database:
         else:
             self._async = create_async_engine(self.url, echo=echo, pool_size=20, max_overflow=10,
                                               json_serializer=dumps, json_deserializer=loads)
-            self._loop = _LoopThread("postgresql")
 
     def __repr__(self) -> str:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
@@ -217,11 +190,6 @@ class Database:
             assert self._worker is not None
             return await self._worker.submit(
                 functools.partial(self._run_sync, fn, *args, **kwargs))
-        if self._loop is None:
-            raise RuntimeError("the database is disposed")
-        return await self._loop.call(self._run_async(fn, *args, **kwargs))
-
-    async def _run_async(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         assert self._async is not None
         async with AsyncSession(self._async, expire_on_commit=False) as session:
             result = await session.run_sync(lambda s: fn(s, *args, **kwargs))
@@ -253,23 +221,17 @@ class Database:
             assert self._worker is not None
             await self._worker.submit(_work)
         else:
-            async def _work_async() -> None:
-                assert self._async is not None
-                async with self._async.begin() as conn:
-                    await conn.run_sync(_upgrade)
-
-            assert self._loop is not None
-            await self._loop.call(_work_async())
+            assert self._async is not None
+            async with self._async.begin() as conn:
+                await conn.run_sync(_upgrade)
 
     async def dispose(self) -> None:
         if self._sync is not None:
             self._sync.dispose()
         if self._worker is not None:
             self._worker.stop()
-        if self._async is not None and self._loop is not None:
-            await self._loop.call(self._async.dispose())
-            self._loop.stop()
-            self._loop = None
+        if self._async is not None:
+            await self._async.dispose()
 
 
 def alembic_config() -> Any:
