@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot import method
-from bot.commands import CommandRequest, Registry
+from bot.commands import CommandRequest, Registry, names_people
 from bot.metrics import Metrics
 from dialogs.engine import Engine, FlowContext, Log, Remove, Save, Turn
 from dialogs.messages import Inbound, Outbound
@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 # built in; flows name their own command (`command:` in the flow file) and other commands
 # register in bot/commands/
 BUILTIN_COMMANDS = {"resume": 80, "lang": 95, "help": 99}
-# arguments that name whose data rather than a record (`pipeline team`, `spin @li`)
-SCOPE_WORDS = frozenset({"team", "团队", "all", "全部"})
 
 
 @dataclass(frozen=True)
@@ -234,8 +232,7 @@ class Coach:
                 return self._lang(session, speaker, arg, current, now)
             if command == "resume":
                 return self._resume(session, speaker, arg, now)
-            if command == "spin" and "spinmix" in self.registry.commands and (
-                    arg.startswith("@") or arg.casefold() in SCOPE_WORDS):
+            if command == "spin" and "spinmix" in self.registry.commands and names_people(arg):
                 # `spin @rep` / `spin team`: the SPIN mix look-up; `spin Daqing` opens the dialog
                 return self._command(session, speaker, inbound, "spinmix", arg, now)
             if command in self.flow_commands:

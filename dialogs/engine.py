@@ -222,29 +222,36 @@ class Engine:
                          kind="intro")
         return self._proceed(flow, state, ctx, (intro,), ())
 
-    def unique_need(self, state: DialogState) -> tuple[str, str] | None:
-        """If the current question is a `unique` one, the (table, column) its answer must not
-        already be in: the host says whether the typed value is (`FlowContext.taken`)."""
+    def _waiting(self, state: DialogState) -> tuple[Flow, StepDef] | None:
+        """The flow and the step of the question waiting for an answer, if one is."""
         if state.pending or state.cursor is None:
             return None
         flow = self.flows[state.flow]
         slot = self._slot(flow, state, state.cursor)
-        if slot is None or slot.step is None or not slot.step.unique or not slot.step.save:
+        if slot is None or slot.step is None:
             return None
-        alias, column = slot.step.save.split(".")[:2]
+        return flow, slot.step
+
+    def unique_need(self, state: DialogState) -> tuple[str, str] | None:
+        """If the current question is a `unique` one, the (table, column) its answer must not
+        already be in: the host says whether the typed value is (`FlowContext.taken`)."""
+        waiting = self._waiting(state)
+        if waiting is None:
+            return None
+        flow, step = waiting
+        if not step.unique or step.save is None:
+            return None
+        alias, column = step.save.split(".")[:2]
         return flow.spec.records[alias].table, column
 
     def reference_need(self, state: DialogState) -> tuple[str, str | None] | None:
         """If the current question names an existing row, what the host looks up first:
         (`account`, None), (`contact`, account id), (`opportunity`, account id) or
         (`invoice`, opportunity id) — the id when the dialog has bound one, else None."""
-        if state.pending or state.cursor is None:
+        waiting = self._waiting(state)
+        if waiting is None or waiting[1].type not in REFERENCE_TYPES:
             return None
-        flow = self.flows[state.flow]
-        slot = self._slot(flow, state, state.cursor)
-        if slot is None or slot.step is None or slot.step.type not in REFERENCE_TYPES:
-            return None
-        kind = slot.step.type
+        kind = waiting[1].type
         scope = {"contact": "account", "opportunity": "account",
                  "invoice": "opportunity"}.get(kind)
         bound = state.bound.get(scope) if scope else None
@@ -253,15 +260,13 @@ class Engine:
     def is_option(self, state: DialogState, text: str) -> bool:
         """Whether `text` names one of the options of the question waiting (so a word like
         "trust" or "contract" answers it rather than opening another dialog)."""
-        if state.pending or state.cursor is None:
+        waiting = self._waiting(state)
+        if waiting is None or waiting[1].type not in OPTION_TYPES:
             return False
-        flow = self.flows[state.flow]
-        slot = self._slot(flow, state, state.cursor)
-        if slot is None or slot.step is None or slot.step.type not in OPTION_TYPES:
-            return False
+        flow, step = waiting
         key = text.strip().casefold()
         return any(key in (o.value.casefold(), o.en.casefold(), o.zh.casefold())
-                   for o in flow.options_for(slot.step))
+                   for o in flow.options_for(step))
 
     def ask(self, state: DialogState, ctx: TurnContext) -> tuple[Outbound, ...]:
         """The question the dialog waits on, again (after `resume`, `lang`, a restart)."""

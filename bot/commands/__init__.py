@@ -22,6 +22,15 @@ from dialogs.messages import Inbound, Outbound, TurnContext
 from dialogs.render import Renderer
 from store.conversations import Speaker
 
+# arguments that name whose data rather than a record (`pipeline team`, `spinmix @li`)
+SCOPE_WORDS = frozenset({"team", "团队", "all", "全部"})
+
+
+def names_people(arg: str) -> bool:
+    """Whether a command's argument is one `@rep` or scope word rather than a record's name."""
+    tokens = arg.split()
+    return len(tokens) == 1 and (tokens[0].startswith("@") or tokens[0].casefold() in SCOPE_WORDS)
+
 
 @dataclass(frozen=True)
 class CommandRequest:

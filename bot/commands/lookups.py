@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from bot.commands import CommandRequest, Registry
+from bot.commands import SCOPE_WORDS, CommandRequest, Registry, names_people
 from dialogs.flow import FLOWS_DIR, OptionDef, load_vocab
 from dialogs.messages import Option, Outbound
 from dialogs.render import Renderer
@@ -459,7 +459,7 @@ def _scope(req: CommandRequest, who: Viewer, tokens: list[str]
             name = req.session.execute(select(User.display_name).where(User.id == user_id)
                                        ).scalar()
             scope = _Scope(frozenset({user_id}), str(name))
-        elif token.casefold() in {"team", "团队", "all", "全部"}:
+        elif token.casefold() in SCOPE_WORDS:
             if who.role == Role.REP:
                 scope = _Scope(frozenset({who.user_id}), req.text("lk.scope.mine"))
             else:
@@ -760,8 +760,7 @@ def spinmix(req: CommandRequest) -> Sequence[Outbound]:
     """`spinmix [opp name|@rep|team]`: the SPIN mix of one opportunity, or of a rep (the asker
     by default) or a team over the last 30 days, compared with the team."""
     tokens = req.arg.split()
-    scope_words = {"team", "团队", "all", "全部"}
-    if len(tokens) == 1 and (tokens[0].startswith("@") or tokens[0].casefold() in scope_words):
+    if names_people(req.arg):
         return _spinmix_people(req, tokens)
     if not tokens:
         return _spinmix_people(req, [])

@@ -77,6 +77,7 @@ from handlers.telegram.render import (
     utf16_len,
 )
 from handlers.telegram.replies import (
+    PLATFORM,
     AlreadyHandled,
     BoardCache,
     KeyboardClosed,
@@ -88,7 +89,6 @@ from store.db import ConfigError
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "telegram"
 WEBHOOK_PATH = "/telegram/webhook"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 ALLOWED_UPDATES = ["message", "edited_message", "channel_post", "callback_query",

@@ -43,6 +43,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, WSMsgType, web
 
+from tests.fakes.base import ThreadedServer
+
 BOT_USER_ID = "U0BOT"
 BOT_ID = "B0BOT"
 TEAM_ID = "T0TEAM"
@@ -74,10 +76,13 @@ class _Failure:
     retry_after: int | None
 
 
-class FakeSlackAPI:
+class FakeSlackAPI(ThreadedServer):
     """See the module docstring. `team_id` is what auth.test reports."""
 
+    thread_name = "fake-slack-api"
+
     def __init__(self, *, team_id: str = TEAM_ID, host: str = "127.0.0.1") -> None:
+        super().__init__()
         self.team_id = team_id
         self.host = host
         self.port = 0
@@ -93,52 +98,12 @@ class FakeSlackAPI:
         self.uploads: dict[str, bytes] = {}
         self._opened: set[str] = set()
         self.delay = 0.0  # seconds every API answer waits (to make a slow Slack)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._sockets: list[web.WebSocketResponse] = []
         # `GET /_wait` long polls: (matches a call?, the future to answer with its index)
         self._waiters: list[tuple[Callable[[Call], bool], asyncio.Future[int]]] = []
 
     # ---- life cycle ---------------------------------------------------------------------------
-
-    def start(self) -> FakeSlackAPI:
-        ready = threading.Event()
-        failed: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as exc:  # reported to start() below
-                failed.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._shutdown())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-slack-api", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failed:
-            raise failed[0]
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop = None
-        self._thread = None
-
-    def __enter__(self) -> FakeSlackAPI:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
     async def _serve(self) -> None:
         app = web.Application(client_max_size=64 * 1024 * 1024)

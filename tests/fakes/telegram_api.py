@@ -41,6 +41,8 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
+from tests.fakes.base import ThreadedServer
+
 # parameters python-telegram-bot sends JSON-encoded inside form fields
 JSON_FIELDS = frozenset({
     "reply_markup", "commands", "scope", "allowed_updates", "entities", "caption_entities",
@@ -85,11 +87,14 @@ class _Failure:
     retry_after: int
 
 
-class FakeTelegramAPI:
+class FakeTelegramAPI(ThreadedServer):
     """The fake server. `start()`/`stop()` or use it as a (sync) context manager."""
+
+    thread_name = "fake-telegram-api"
 
     def __init__(self, *, bot_id: int = 7_000_001, username: str = "salescoach_test_bot",
                  host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__()
         self.bot_id = bot_id
         self.username = username
         self.token = f"{bot_id}:TEST-{bot_id}-token"
@@ -106,8 +111,6 @@ class FakeTelegramAPI:
         self._callback_ids = itertools.count(1)
         self._failures: list[_Failure] = []
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._new_update: asyncio.Event | None = None
 
@@ -117,44 +120,6 @@ class FakeTelegramAPI:
     def base_url(self) -> str:
         """The `base_url` for python-telegram-bot (`TELEGRAM_API_URL`)."""
         return f"http://{self.host}:{self.port}/bot"
-
-    def start(self) -> FakeTelegramAPI:
-        ready = threading.Event()
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            try:
-                loop.run_until_complete(self._serve())
-            except BaseException as exc:  # surface bind errors to start()
-                errors.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._cleanup())
-            loop.close()
-
-        self._thread = threading.Thread(target=run, name="fake-telegram-api", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if errors:
-            raise errors[0]
-        return self
-
-    def stop(self) -> None:
-        if self._loop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-        self._loop = None
-        self._thread = None
-
-    def __enter__(self) -> FakeTelegramAPI:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
     async def _serve(self) -> None:
         self._new_update = asyncio.Event()
@@ -169,7 +134,7 @@ class FakeTelegramAPI:
         sockets = getattr(server, "sockets", None) or []
         self.port = sockets[0].getsockname()[1]
 
-    async def _cleanup(self) -> None:
+    async def _shutdown(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
 
