@@ -58,6 +58,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import quiet_gc  # noqa: E402
 from store.db import create_database, drop_database  # noqa: E402
 from tests.fakes.slack_api import BOT_ID, BOT_USER_ID, TEAM_ID, dm_of  # noqa: E402
 from tests.handlers.slack.harness import SECRET, sign  # noqa: E402
@@ -397,7 +398,8 @@ async def _measure(kind: str, fake: Fake, database_url: str, args: argparse.Name
         await _drive("127.0.0.1", port, follow, reps, len(reps) * 3)
         before, _ = await fake.errors_since(0)
         cpu = _cpu_seconds(proc.pid)
-        run = await _drive("127.0.0.1", port, follow, reps, args.requests)
+        with quiet_gc():
+            run = await _drive("127.0.0.1", port, follow, reps, args.requests)
         run.cpu = _cpu_seconds(proc.pid) - cpu
     finally:
         # uvicorn re-raises the signal after its graceful shutdown: SIGINT (a KeyboardInterrupt)

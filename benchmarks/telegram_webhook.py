@@ -46,7 +46,8 @@ from sqlalchemy.orm import Session
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.web import create_web_app
+from benchmarks.common import quiet_gc
+from bot.web import create_web_app, settle_heap
 from handlers.telegram import Limits, TelegramFrontEnd
 from store.db import Database, create_database, drop_database
 from store.models import Account, Opportunity
@@ -117,6 +118,8 @@ def _serve_child(url: str, token: str, base_url: str, port: int, telegram_limits
         server = uvicorn.Server(uvicorn.Config(web, host="127.0.0.1", port=port,
                                                log_level="warning", access_log=False))
         await front.start()
+        server.config.load()
+        settle_heap()  # as `salescoach serve` does (bot/web.py)
         serving = asyncio.create_task(server.serve())
         while not server.started:
             await asyncio.sleep(0.02)
@@ -199,7 +202,8 @@ async def run(args: argparse.Namespace, url: str) -> dict[str, Any]:
             await play(-1, record=False)  # warm-up: org creation, caches, connections
             profile_on.set()
             started, cpu = time.perf_counter(), _cpu_seconds(child.pid)
-            await asyncio.gather(*(play(chat, True) for chat in range(args.chats)))
+            with quiet_gc():  # this process is the client and the fake Bot API
+                await asyncio.gather(*(play(chat, True) for chat in range(args.chats)))
             wall = time.perf_counter() - started
             cpu = _cpu_seconds(child.pid) - cpu
             if args.profile:

@@ -105,3 +105,31 @@ async def test_real_uvicorn_server_answers_healthz(db: Database) -> None:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, timeout=10)
+
+
+async def test_serve_freezes_start_up_objects_before_taking_requests(
+        plain_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What exists when `serve` starts is out of the full collections' walk (they held the
+    event loop 30-100 ms each with ~130,000 start-up objects), uvicorn's protocol modules
+    included."""
+    import gc
+
+    import uvicorn
+
+    import bot.web as web
+
+    seen: dict[str, object] = {}
+
+    async def fake_serve(server: uvicorn.Server, sockets: object = None) -> None:
+        seen["loaded"] = server.config.loaded
+        seen["frozen"] = gc.get_freeze_count()
+
+    monkeypatch.setattr(uvicorn.Server, "serve", fake_serve)
+    app = create_web_app(db=plain_db, metrics=Metrics())
+    before = gc.get_freeze_count()
+    try:
+        await web.serve(app, host="127.0.0.1", port=0)
+    finally:
+        gc.unfreeze()
+    assert seen["loaded"] is True
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > max(before, 10_000)
