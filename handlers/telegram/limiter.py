@@ -27,6 +27,12 @@ from telegram.warnings import PTBDeprecationWarning
 
 log = logging.getLogger(__name__)
 
+# PTB 22 warns inside `RetryAfter.__init__` itself (it reads its own `retry_after`), so every
+# 429 Telegram sends would put a deprecation notice in the admin's log. `retry_after_seconds`
+# below reads both the int and the timedelta form, so the notice asks nothing of us.
+warnings.filterwarnings("ignore", message=r".*`retry_after` will be of type",
+                        category=PTBDeprecationWarning)
+
 # calls that post or change nothing a user sees are never paced
 UNPACED = frozenset({
     "getMe", "getUpdates", "setWebhook", "deleteWebhook", "getWebhookInfo", "setMyCommands",
