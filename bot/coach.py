@@ -28,7 +28,7 @@ from dialogs.messages import Inbound, Outbound
 from dialogs.render import Renderer
 from dialogs.state import DialogState
 from store import conversations as conv
-from store import funnel, records
+from store import funnel, records, search
 from store.db import Database
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 # built in; flows name their own command (`command:` in the flow file) and other commands
 # register in bot/commands/
 BUILTIN_COMMANDS = {"resume": 80, "lang": 95, "help": 99}
+REFERENCE_CAP = 5000
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class Coach:
         admins: tuple[str, ...] = (),
     ) -> None:
         self.db = db
+        # above this many customers (or opportunities) in an org, a dialog's "which one?"
+        # searches for the typed name instead of comparing it with every name
+        self.reference_cap = REFERENCE_CAP
         self.registry = registry or Registry()
         self.admins = admins
         self.metrics = metrics
@@ -267,18 +271,29 @@ class Coach:
     def _control(self, word: str) -> bool:
         return word.lstrip("/").casefold() in self.engine.aliases
 
-    def _candidates(self, session: Session, speaker: conv.Speaker,
-                    state: DialogState) -> tuple[tuple[str, str], ...]:
-        """The names the current question may refer to (for "did you mean")."""
+    def _candidates(self, session: Session, speaker: conv.Speaker, state: DialogState,
+                    text: str) -> tuple[tuple[str, str], ...]:
+        """The names the current question may refer to (for "did you mean"): all of them,
+        or, in an org with more than `reference_cap` customers or opportunities, those named
+        like `text` (found by store/search, indexes and all)."""
         need = self.engine.reference_need(state)
         if need is None:
             return ()
         kind, scope = need
         org_id = speaker.org_id
+        cap = self.reference_cap
         if kind == "account":
-            return tuple(records.names(session, "accounts", org_id=org_id))
+            names = records.names(session, "accounts", org_id=org_id, limit=cap + 1)
+            if len(names) > cap:
+                return tuple(search.named_like(session, org_id, "account", text))
+            return tuple(names)
         if kind == "opportunity":
-            return tuple(funnel.opportunity_candidates(session, org_id, scope))
+            pairs = funnel.opportunity_candidates(session, org_id, scope,
+                                                  limit=None if scope else cap + 1)
+            if scope is None and len({oid for oid, _name in pairs}) > cap:
+                return tuple(funnel.with_aliases(
+                    search.named_like(session, org_id, "opportunity", text)))
+            return tuple(pairs)
         if kind == "invoice":
             return tuple(funnel.invoice_candidates(session, org_id, scope))
         if scope is None and "opportunity" in state.bound:  # a contact of the opportunity's
@@ -298,7 +313,8 @@ class Coach:
     def _run(self, session: Session, speaker: conv.Speaker, state: DialogState, text: str,
              now: datetime) -> tuple[Turn, FlowContext]:
         """Advance the engine by one input, with the candidates and facts it needs."""
-        ctx = self._ctx(speaker, now, candidates=self._candidates(session, speaker, state))
+        ctx = self._ctx(speaker, now,
+                       candidates=self._candidates(session, speaker, state, text))
         uses = bool(self.engine.flows[state.flow].spec.uses)
         if uses:
             ctx = replace(ctx, facts=self._facts(session, speaker, state, now, ctx))

@@ -92,15 +92,19 @@ def next_stage(stage: str) -> str | None:
 
 
 def opportunity_candidates(session: Session, org_id: uuid.UUID,
-                           account_id: str | None = None) -> list[tuple[str, str]]:
+                           account_id: str | None = None, *,
+                           limit: int | None = None) -> list[tuple[str, str]]:
     """(id, name) of open opportunities for "which opportunity?", each also under its
-    customer's name (so `spin Daqing` finds the Daqing opportunity); own names first."""
+    customer's name (so `spin Daqing` finds the Daqing opportunity); own names first, at
+    most `limit` opportunities."""
     query = (select(Opportunity.id, Opportunity.name, Account.name)
              .join(Account, Account.id == Opportunity.account_id)
              .where(Opportunity.org_id == org_id)
              .order_by(Opportunity.name))
     if account_id is not None:
         query = query.where(Opportunity.account_id == uuid.UUID(account_id))
+    if limit is not None:
+        query = query.limit(limit)
     rows = session.execute(query).all()
     out = [(str(oid), name) for oid, name, _account in rows]
     if account_id is not None:

@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, String, Text, case, cast, func, literal, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
+from store.enums import Role
 from store.models import Account, Contact, Opportunity, name_key
 from store.permissions import Viewer
 
@@ -285,3 +286,18 @@ def decide(matches: list[Match]) -> Match | None:
     if top.score - second.score >= 0.25:
         return top
     return None
+
+
+def named_like(session: Session, org_id: uuid.UUID, kind: str, query: str,
+               *, limit: int = _CANDIDATES) -> list[tuple[str, str]]:
+    """(id, name) of the org's accounts, or opportunities, named like `query`, whoever owns
+    them: what a dialog's "which customer?" can mean when the org has too many names to
+    list. An opportunity comes under its own name and under its customer's."""
+    everyone = Viewer(org_id, uuid.UUID(int=0), Role.ADMIN, frozenset())
+    if kind == "account":
+        return [(str(m.id), m.name)
+                for m in search_accounts(session, everyone, query, limit=limit)]
+    found = search_opportunities(session, everyone, query, limit=limit)
+    return ([(str(m.id), m.name) for m in found]
+            + [(str(m.id), m.context) for m in found if m.context])
+

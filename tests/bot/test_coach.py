@@ -173,3 +173,43 @@ async def test_turns_and_dialogs_are_counted_for_metrics(db: Database) -> None:
     assert 'salescoach_turns_total{front_end="console",outcome="ok"} 3.0' in body
     assert 'salescoach_dialogs_started_total{flow="intake"} 1.0' in body
     assert 'salescoach_turn_seconds_count{front_end="console"} 3.0' in body
+
+
+INTAKE_DAQING = ["intake", "Daqing Oilfield Company", "1", "1", "skip", "skip", "1", "no", "skip",
+                 "skip", "skip", "2", "skip", "Liu Qiang", "Buyer", "2", "2", "4", "2", "4", "1",
+                 "skip", "skip", "no", "no", "cancel"]
+
+
+async def test_which_customer_in_a_big_org_searches_the_typed_name(db: Database) -> None:
+    """Past `reference_cap` customers (or opportunities), "which one?" no longer compares the
+    answer with a list cut at the cap (a customer sorted past it was "not found", or recorded
+    twice) but searches for what was typed: exact, with a typo, by its customer's name."""
+    coach = make_coach(db)
+    coach.reference_cap = 5
+    await talk(coach, "li", *INTAKE_DAQING)
+
+    def crowd(session: Session) -> None:
+        daqing = session.execute(select(Account)).scalar_one()
+        for n in range(12):  # all sorted before "Daqing", so a list of 6 names misses it
+            name = f"Anshan Steel Works {n:02d}"
+            account = Account(org_id=daqing.org_id, owner_id=daqing.owner_id, name=name,
+                              name_key=name.casefold())
+            session.add(account)
+            session.flush()
+            session.add(Opportunity(org_id=daqing.org_id, account_id=account.id,
+                                    owner_id=daqing.owner_id, name=f"Anshan uniforms {n:02d}"))
+        session.add(Opportunity(org_id=daqing.org_id, account_id=daqing.id,
+                                owner_id=daqing.owner_id, name="Oilfield workwear 2027"))
+
+    await db.run(crowd)
+    assert "The contact's name?" in await talk(coach, "li", "contact", "daqing oilfield company")
+    typo = await talk(coach, "li", "cancel", "contact", "Daqing Oilfeld")
+    assert "Did you mean <b>Daqing Oilfield Company</b>?" in typo
+    unknown = await talk(coach, "li", "cancel", "contact", "Zhongyuan Bus Group")
+    assert "I found no customer called “Zhongyuan Bus Group”" in unknown
+    # an opportunity by its customer's name, then by its own
+    by_customer = await talk(coach, "li", "cancel", "close", "Daqing Oilfield Company")
+    assert "How will you close Oilfield workwear 2027?" in by_customer
+    by_name = await talk(coach, "li", "cancel", "close", "oilfield workwear 2027")
+    assert "How will you close Oilfield workwear 2027?" in by_name
+    assert await db.run(count(Account)) == 13  # nothing recorded twice
