@@ -127,8 +127,11 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _org_fk() -> Mapped[uuid.UUID]:
-    return mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=True)
+def _org_fk(*, index: bool = True) -> Mapped[uuid.UUID]:
+    """The org a row belongs to. `index=False` where a unique constraint or index of the
+    table already starts with `org_id`: it serves every org look-up (and the cascade from
+    orgs) as well, and a second index would only be one more write on every insert."""
+    return mapped_column(ForeignKey("orgs.id", ondelete="CASCADE"), index=index)
 
 
 def _trigram_index(table: str, column: str) -> Index:
@@ -228,7 +231,7 @@ class Identity(Base):
     __tablename__ = "identities"
     __table_args__ = (UniqueConstraint("org_id", "platform", "external_id"),)
 
-    org_id: Mapped[uuid.UUID] = _org_fk()
+    org_id: Mapped[uuid.UUID] = _org_fk(index=False)  # led by org_id: see _org_fk
     user_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
     )
@@ -254,7 +257,7 @@ class Account(Timestamps, Base):
         _external_id_index("accounts"),
     )
 
-    org_id: Mapped[uuid.UUID] = _org_fk()
+    org_id: Mapped[uuid.UUID] = _org_fk(index=False)  # led by org_id: see _org_fk
     owner_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), index=True)
     name: Mapped[str]
     name_key: Mapped[str]
@@ -296,7 +299,7 @@ class Contact(Timestamps, Base):
         _external_id_index("contacts"),
     )
 
-    org_id: Mapped[uuid.UUID] = _org_fk()
+    org_id: Mapped[uuid.UUID] = _org_fk(index=False)  # led by org_id: see _org_fk
     account_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
@@ -366,7 +369,7 @@ class Opportunity(Timestamps, Base):
         _external_id_index("opportunities"),
     )
 
-    org_id: Mapped[uuid.UUID] = _org_fk()
+    org_id: Mapped[uuid.UUID] = _org_fk(index=False)  # led by org_id: see _org_fk
     account_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
@@ -530,7 +533,7 @@ class Invoice(Timestamps, Base):
         _external_id_index("invoices"),
     )
 
-    org_id: Mapped[uuid.UUID] = _org_fk()
+    org_id: Mapped[uuid.UUID] = _org_fk(index=False)  # led by org_id: see _org_fk
     account_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("accounts.id", ondelete="CASCADE"), index=True
     )
@@ -632,7 +635,7 @@ class TeamChannel(Base):
     __tablename__ = "team_channels"
     __table_args__ = (UniqueConstraint("org_id", "platform", "channel_id"),)
 
-    org_id: Mapped[uuid.UUID] = _org_fk()
+    org_id: Mapped[uuid.UUID] = _org_fk(index=False)  # led by org_id: see _org_fk
     platform: Mapped[str] = _code()
     channel_id: Mapped[str]
     name: Mapped[str | None]
@@ -672,7 +675,7 @@ class Nudge(Base):
               sqlite_where=text("snoozed_until IS NOT NULL")),
     )
 
-    org_id: Mapped[uuid.UUID] = _org_fk()
+    org_id: Mapped[uuid.UUID] = _org_fk(index=False)  # led by org_id: see _org_fk
     # whom the nudge is for (the owner), when there is one
     user_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), index=True
@@ -813,7 +816,7 @@ class AuditLog(Base):
               "subject_id"),
     )
 
-    org_id: Mapped[uuid.UUID] = _org_fk()
+    org_id: Mapped[uuid.UUID] = _org_fk(index=False)  # led by org_id: see _org_fk
     user_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
     actor: Mapped[str | None] = mapped_column(String(255))
     # view_personal, export, forget, import, update
