@@ -19,6 +19,9 @@ from sqlalchemy import text
 
 from store.db import Database, create_database, drop_database
 
+# the shared conversation checks get pytest's detailed assertion messages too
+pytest.register_assert_rewrite("tests.conversation_checks")
+
 PG_ENV = "SALESCOACH_TEST_DATABASE_URL"
 
 

@@ -1,26 +1,19 @@
 """The terminal front end: whole conversations in-process and through the real `salescoach chat`.
 
-In-process tests wire the app the way `bot/app.py` does (flows, renderer, engine, coach) on the
-`db` fixture (SQLite and, when configured, PostgreSQL) with a fake clock, feed a script to
-`Console` through `io.StringIO`, and check the transcript and the rows. Subprocess tests run the
+In-process tests play a script through `converse` (tests/conversation_checks.py: the app wired
+the way `bot/app.py` does, a fake clock, `Console` on `io.StringIO`) on the `db` fixture (SQLite
+and, when configured, PostgreSQL), and check the transcript and the rows. Subprocess tests run the
 real entry point on a SQLite file in a temporary directory, including a SIGKILL between two turns
 followed by `resume` in a new process.
 """
 
 from __future__ import annotations
 
-import io
-import os
 import queue
 import re
-import sqlite3
 import subprocess
-import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -30,215 +23,38 @@ import pytest
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
-from bot.app import build_engine
-from bot.coach import Coach
 from dialogs import parsing
-from handlers.console import Console
 from store.db import Database
-from store.models import (
-    Account,
-    CompetitorNote,
-    Contact,
-    DialogSession,
-    Identity,
-    Opportunity,
-)
+from store.models import Account
 from tests import scenarios as sc
-
-REPO = Path(__file__).resolve().parents[2]
-START = datetime.fromisoformat("2026-11-27T09:00:00+08:00")
-TODAY = date(2026, 11, 27)  # START's calendar day in the coach's default time zone (UTC)
-USER = "rep1"
-
-ACCOUNT_COLUMNS = tuple(sc.INTAKE_EN_ACCOUNT)
-CONTACT_COLUMNS = tuple(sc.INTAKE_EN_CONTACTS[0])
-COMPETITOR_COLUMNS = tuple(sc.INTAKE_EN_COMPETITORS[0])
-OPPORTUNITY_COLUMNS = (*sc.INTAKE_EN_OPPORTUNITY, "expected_close", "qualification")
-
-
-# ---- helpers: in-process --------------------------------------------------------------------
-
-
-class FakeClock:
-    """2026-11-27T09:00:00+08:00, one second later on every call."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        value = self.now
-        self.now += timedelta(seconds=1)
-        return value
-
-
-_ENGINE = build_engine()  # loading and checking every flow/template once is enough
-_ECHO = re.compile(r"^› (.*)\n", re.MULTILINE)
-
-
-@dataclass
-class Transcript:
-    """What the console printed, cut into the greeting and one reply per input line."""
-
-    text: str
-    greeting: str
-    turns: list[tuple[str, str]] = field(default_factory=list)
-
-    @classmethod
-    def parse(cls, text: str) -> Transcript:
-        parts = _ECHO.split(text)
-        turns = [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
-        return cls(text=text, greeting=parts[0].strip(), turns=turns)
-
-    def reply(self, index: int) -> str:
-        """The reply to input line `index` (negative indexes count from the end)."""
-        return self.turns[index][1]
-
-    def reply_to(self, line: str, occurrence: int = 0) -> str:
-        found = [reply for typed, reply in self.turns if typed == line]
-        return found[occurrence]
-
-
-async def converse(db: Database, lines: list[str], *, user: str = USER,
-                   lang: str | None = None) -> Transcript:
-    """Run `lines` through a fresh Console + Coach (as bot/app.py wires them) on `db`."""
-    renderer, engine = _ENGINE
-    coach = Coach(db, engine, renderer, clock=FakeClock())
-    stdout = io.StringIO()
-    stdin = io.StringIO("".join(f"{line}\n" for line in lines))
-    console = Console(coach, user=user, lang=lang, stdin=stdin, stdout=stdout,
-                      interactive=False)
-    await console.run()
-    transcript = Transcript.parse(stdout.getvalue())
-    assert [typed for typed, _ in transcript.turns] == lines
-    return transcript
-
-
-def question(reply: str) -> str:
-    """The question block at the end of a reply: from its last `[n/m]` marker to the end."""
-    starts = [m.start() for m in re.finditer(r"(?m)^\[\d+/\d+\] ", reply)]
-    assert starts, f"no question in: {reply!r}"
-    return reply[starts[-1]:].strip()
-
-
-def _row(obj: Any, columns: tuple[str, ...]) -> dict[str, Any]:
-    return {name: getattr(obj, name) for name in columns}
-
-
-@dataclass
-class Stored:
-    user_id: uuid.UUID
-    accounts: list[dict[str, Any]]
-    contacts: list[dict[str, Any]]
-    competitors: list[dict[str, Any]]
-    opportunities: list[dict[str, Any]]
-    dialogs: list[tuple[str, str]]
-
-
-def _stored(session: Session) -> Stored:
-    user_id = session.scalars(
-        select(Identity.user_id).where(Identity.external_id == USER)).one()
-    accounts = session.scalars(select(Account).order_by(Account.created_at)).all()
-    contacts = session.scalars(select(Contact).order_by(Contact.created_at)).all()
-    competitors = session.scalars(select(CompetitorNote).order_by(CompetitorNote.created_at)).all()
-    opportunities = session.scalars(select(Opportunity)).all()
-    dialogs = session.execute(select(DialogSession.flow, DialogSession.status)
-                              .order_by(DialogSession.created_at)).all()
-    return Stored(
-        user_id=user_id,
-        accounts=[{**_row(a, ACCOUNT_COLUMNS), "id": a.id, "owner_id": a.owner_id}
-                  for a in accounts],
-        contacts=[{**_row(c, CONTACT_COLUMNS), "account_id": c.account_id,
-                   "owner_id": c.owner_id} for c in contacts],
-        competitors=[{**_row(c, COMPETITOR_COLUMNS), "account_id": c.account_id}
-                     for c in competitors],
-        opportunities=[{**_row(o, OPPORTUNITY_COLUMNS), "account_id": o.account_id,
-                        "owner_id": o.owner_id} for o in opportunities],
-        dialogs=[(flow, status) for flow, status in dialogs],
-    )
-
-
-async def stored(db: Database) -> Stored:
-    return await db.run(_stored)
-
-
-def _only(rows: list[dict[str, Any]], keys: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
-    return [{k: r[k] for k in keys} for r in rows]
-
+from tests.conversation_checks import (
+    SCENARIOS,
+    TODAY,
+    Scenario,
+    check_intake_rows,
+    check_intake_transcript,
+    check_no_failure,
+    converse,
+    imminent_date,
+    next_friday,
+    only,
+    question,
+    salescoach_cmd,
+    salescoach_env,
+    sql,
+    stored,
+)
 
 # ---- the whole intake, in-process -------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Scenario:
-    script: list[str]
-    start: str
-    first_question: str
-    phrases: list[str]
-    verdict: str
-    account: dict[str, Any]
-    contacts: list[dict[str, Any]]
-    competitors: list[dict[str, Any]]
-    opportunity: dict[str, Any]
-    qualification: dict[str, Any]
-    expected_close: Callable[[date], date | None]
-
-
-def _next_friday(today: date) -> date:
-    return today - timedelta(days=today.weekday()) + timedelta(days=7 + 4)
-
-
-SCENARIOS = [
-    pytest.param(Scenario(
-        sc.INTAKE_EN, "intake", sc.INTAKE_EN_FIRST_QUESTION, sc.INTAKE_EN_PHRASES,
-        sc.INTAKE_EN_VERDICT, sc.INTAKE_EN_ACCOUNT,
-        sc.INTAKE_EN_CONTACTS, sc.INTAKE_EN_COMPETITORS, sc.INTAKE_EN_OPPORTUNITY,
-        sc.INTAKE_EN_QUALIFICATION, lambda _today: date(2027, 3, 31)), id="en"),
-    pytest.param(Scenario(
-        sc.INTAKE_ZH, "建档", sc.INTAKE_ZH_FIRST_QUESTION, sc.INTAKE_ZH_PHRASES,
-        sc.INTAKE_ZH_VERDICT, sc.INTAKE_ZH_ACCOUNT,
-        sc.INTAKE_ZH_CONTACTS, sc.INTAKE_ZH_COMPETITORS, sc.INTAKE_ZH_OPPORTUNITY,
-        sc.INTAKE_ZH_QUALIFICATION, _next_friday), id="zh"),
-]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
 async def test_intake_in_process_transcript_and_rows(db: Database, scenario: Scenario) -> None:
     chat = await converse(db, scenario.script)
-
-    text = chat.text
-    for phrase in scenario.phrases:
-        assert phrase in text, phrase
-    # The first question answers the intake command; the verdict is the very last reply.
+    check_intake_transcript(scenario, chat.text, chat.turns)
+    # here the first question is the whole question block of the reply to the start command
     assert question(chat.reply_to(scenario.start)) == scenario.first_question
-    assert scenario.verdict in chat.reply(-1)
-    assert "Traceback" not in text and "something went wrong" not in text
-
-    rows = await stored(db)
-    assert _only(rows.accounts, ACCOUNT_COLUMNS) == [scenario.account]
-    account = rows.accounts[0]
-    assert account["owner_id"] == rows.user_id
-    assert isinstance(account["last_purchase_amount"], Decimal)
-
-    assert _only(rows.contacts, CONTACT_COLUMNS) == scenario.contacts
-    assert {c["account_id"] for c in rows.contacts} == {account["id"]}
-    assert {c["owner_id"] for c in rows.contacts} == {rows.user_id}
-
-    assert _only(rows.competitors, COMPETITOR_COLUMNS) == scenario.competitors
-    assert {c["account_id"] for c in rows.competitors} == {account["id"]}
-
-    [opp] = rows.opportunities
-    assert {k: opp[k] for k in scenario.opportunity} == scenario.opportunity
-    assert opp["account_id"] == account["id"]
-    assert opp["owner_id"] == rows.user_id
-    if opp["amount"] is not None:
-        assert isinstance(opp["amount"], Decimal)
-    close = scenario.expected_close(TODAY)
-    assert opp["expected_close"] == close
-    assert {k: opp["qualification"].get(k) for k in scenario.qualification} == \
-        scenario.qualification
-    assert opp["qualification"].get("timetable") == (close.isoformat() if close else None)
-
-    assert rows.dialogs == [("intake", "done"), ("qualify", "done")]
+    check_intake_rows(await stored(db), scenario)
 
 
 # ---- bad input, in-process --------------------------------------------------------------------
@@ -414,7 +230,7 @@ async def test_cancel_closes_the_dialog_and_keeps_the_account(db: Database) -> N
     assert chat.reply(4) == "There is nothing to resume. Type intake to start."
     assert chat.reply(5) == "There is no dialog open. Type intake to start one, or help."
     rows = await stored(db)
-    assert _only(rows.accounts, ["name", "industry", "nature"]) == [
+    assert only(rows.accounts, ["name", "industry", "nature"]) == [
         {"name": "Daqing Oilfield Company", "industry": "oil_gas", "nature": None}]
     assert rows.dialogs == [("intake", "cancelled")]
 
@@ -438,7 +254,7 @@ async def test_edit_changes_an_earlier_answer_and_returns_to_the_open_question(
     assert question(back_to) == open_question
     assert question(chat.reply(7)).startswith("[5/24] What is its main business?")
     rows = await stored(db)
-    assert _only(rows.accounts, ["industry", "nature", "size_employees"]) == [
+    assert only(rows.accounts, ["industry", "nature", "size_employees"]) == [
         {"industry": "mining", "nature": "state_owned", "size_employees": 12000}]
 
 
@@ -457,8 +273,8 @@ async def test_edit_to_no_clears_the_answers_it_hides(db: Database) -> None:
     assert reply.startswith("✓ Updated.")
     assert question(reply).startswith("[8/24] The customer's address?")  # 3 questions fewer
     rows = await stored(db)
-    assert _only(rows.accounts, ["last_purchase_qty", "last_purchase_amount",
-                                 "last_purchase_currency", "last_purchase_satisfaction"]) == [
+    assert only(rows.accounts, ["last_purchase_qty", "last_purchase_amount",
+                                "last_purchase_currency", "last_purchase_satisfaction"]) == [
         {"last_purchase_qty": None, "last_purchase_amount": None,
          "last_purchase_currency": None, "last_purchase_satisfaction": None}]
 
@@ -490,22 +306,10 @@ async def test_contact_name_question_is_numbered(db: Database) -> None:
 # ---- the real entry point, in a subprocess (SQLite) -----------------------------------------
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k != "DATABASE_URL" and not k.startswith("SALESCOACH_")}
-    env["PYTHONPATH"] = str(REPO)
-    env["PYTHONIOENCODING"] = "utf-8"
-    return env
-
-
-def _salescoach(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bot.cli", *args]
-
-
 def run_chat(cwd: Path, lines: list[str], *args: str,
              timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        _salescoach("chat", "--user", "x", *args), cwd=cwd, env=_env(), text=True,
+        salescoach_cmd("chat", "--user", "x", *args), cwd=cwd, env=salescoach_env(), text=True,
         encoding="utf-8", input="".join(f"{line}\n" for line in lines), capture_output=True,
         timeout=timeout,
     )
@@ -520,16 +324,8 @@ def for_today(script: list[str]) -> tuple[list[str], str]:
     A subprocess runs on the wall clock; this keeps "imminent" (within 365 days) true on any
     day the suite runs. Returns the script and the date it now carries.
     """
-    when = (datetime.now(UTC).date() + timedelta(days=120)).isoformat()
+    when = imminent_date()
     return [when if line == EN_DATE else line for line in script], when
-
-
-def _sql(path: Path, query: str, *params: Any) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(query, params).fetchall()
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize(("script", "verdict", "account", "contacts", "competitor", "opp"), [
@@ -552,24 +348,24 @@ def test_salescoach_chat_piped(tmp_path: Path, script: list[str], verdict: str, 
     done = run_chat(tmp_path, script)
     assert done.returncode == 0, done.stderr
     assert verdict in done.stdout
-    assert "Traceback" not in done.stdout + done.stderr
+    check_no_failure(done.stdout + done.stderr)
     dbfile = tmp_path / "salescoach.db"
     assert dbfile.exists()
 
-    assert _sql(dbfile, "SELECT name FROM accounts") == [(account,)]
-    got = _sql(dbfile, "SELECT c.name, c.buying_roles, c.comm_style FROM contacts c "
-                       "JOIN accounts a ON a.id = c.account_id ORDER BY c.created_at, c.name")
+    assert sql(dbfile, "SELECT name FROM accounts") == [(account,)]
+    got = sql(dbfile, "SELECT c.name, c.buying_roles, c.comm_style FROM contacts c "
+                      "JOIN accounts a ON a.id = c.account_id ORDER BY c.created_at, c.name")
     assert [(n, r.replace(" ", ""), s) for n, r, s in got] == \
         [(n, r.replace(" ", ""), s) for n, r, s in contacts]
-    assert _sql(dbfile, "SELECT competitor FROM competitor_notes") == [(competitor,)]
-    [(name, v, stage, amount, currency, close)] = _sql(
+    assert sql(dbfile, "SELECT competitor FROM competitor_notes") == [(competitor,)]
+    [(name, v, stage, amount, currency, close)] = sql(
         dbfile, "SELECT name, verdict, stage, amount, currency, expected_close "
                 "FROM opportunities")
     assert (name, v, stage, amount, currency) == opp
     if chinese:  # 下周五, on the day the process ran
         today = datetime.now(UTC).date()
-        assert close in {_next_friday(today).isoformat(),
-                         _next_friday(today - timedelta(days=1)).isoformat()}
+        assert close in {next_friday(today).isoformat(),
+                         next_friday(today - timedelta(days=1)).isoformat()}
     else:
         assert close == when
 
@@ -597,9 +393,9 @@ class Chat:
 
     def __init__(self, cwd: Path) -> None:
         self.proc = subprocess.Popen(
-            _salescoach("chat", "--user", "x"), cwd=cwd, env=_env(), stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-            bufsize=1,
+            salescoach_cmd("chat", "--user", "x"), cwd=cwd, env=salescoach_env(),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            encoding="utf-8", bufsize=1,
         )
         self.out = ""
         self._chunks: queue.Queue[str | None] = queue.Queue()
@@ -701,12 +497,12 @@ def test_resume_after_kill_asks_the_same_question(tmp_path: Path, upto: int, mar
     assert waiting_on.startswith(expected)
 
     dbfile = tmp_path / "salescoach.db"
-    [(name, industry, nature, size, status)] = _sql(
+    [(name, industry, nature, size, status)] = sql(
         dbfile, "SELECT a.name, a.industry, a.nature, a.size_employees, d.status "
                 "FROM accounts a, dialog_sessions d")
     assert (name, industry, nature, size, status) == (
         "Daqing Oilfield Company", "oil_gas", "state_owned", 12000, "active")
-    contacts = _sql(dbfile, "SELECT name, title, comm_style FROM contacts ORDER BY created_at")
+    contacts = sql(dbfile, "SELECT name, title, comm_style FROM contacts ORDER BY created_at")
     if marker == "[28/":
         assert contacts == [("Liu Qiang", "Head of procurement", "owl"),
                             ("Zhao Min", None, None)]
@@ -731,10 +527,10 @@ def test_resume_after_kill_asks_the_same_question(tmp_path: Path, upto: int, mar
             chat.proc.stdin.write("".join(f"{line}\n" for line in rest))
             assert chat.finish() == 0
             assert sc.INTAKE_EN_VERDICT in chat.out
-            got = _sql(dbfile, "SELECT name, level, comm_style FROM contacts "
-                               "ORDER BY created_at")
+            got = sql(dbfile, "SELECT name, level, comm_style FROM contacts "
+                              "ORDER BY created_at")
             assert got == [("Liu Qiang", "senior", "owl"), ("Zhao Min", "executive", "tiger")]
-            assert _sql(dbfile, "SELECT verdict FROM opportunities") == [("opportunity",)]
+            assert sql(dbfile, "SELECT verdict FROM opportunities") == [("opportunity",)]
     finally:
         chat.close()
 
@@ -742,7 +538,7 @@ def test_resume_after_kill_asks_the_same_question(tmp_path: Path, upto: int, mar
 def test_next_friday_helper_matches_the_parser() -> None:
     for offset in range(14):
         today = TODAY + timedelta(days=offset)
-        assert parsing.parse_date("下周五", today=today, lang="zh") == _next_friday(today)
+        assert parsing.parse_date("下周五", today=today, lang="zh") == next_friday(today)
 
 
 @pytest.mark.parametrize("color", [False, True], ids=["plain", "ansi"])

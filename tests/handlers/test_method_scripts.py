@@ -9,14 +9,9 @@ PostgreSQL and then check every row the conversation wrote; one run goes through
 
 from __future__ import annotations
 
-import io
-import os
-import re
-import sqlite3
 import subprocess
-import sys
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -25,11 +20,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.app import build_engine
-from bot.coach import Coach
 from bot.commands import load_commands
 from bot.demo import demo_id, load_demo
-from handlers.console import Console
 from store.db import Database
 from store.models import (
     Activity,
@@ -45,52 +37,34 @@ from store.models import (
     SwotEntry,
 )
 from tests import scenarios as sc
+from tests.conversation_checks import (
+    START,
+    Transcript,
+    check_no_failure,
+    converse,
+    imminent_date,
+    salescoach_cmd,
+    salescoach_env,
+    sql,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-START = datetime.fromisoformat("2026-11-27T09:00:00+08:00")
-_ENGINE = build_engine()
-_ECHO = re.compile(r"^› (.*)\n", re.MULTILINE)
 OPP_ID = demo_id("opportunity", "bank-uniforms")
 QIAN_YU = demo_id("contact", "qianyu")
 LILEI = demo_id("user", "lilei")
-
-
-class FakeClock:
-    def __init__(self, start: datetime = START) -> None:
-        self.now = start
-
-    def __call__(self) -> datetime:
-        value = self.now
-        self.now += timedelta(seconds=1)
-        return value
-
-
-def _turns(text: str) -> list[tuple[str, str]]:
-    parts = _ECHO.split(text)
-    return [(parts[i], parts[i + 1].strip()) for i in range(1, len(parts) - 1, 2)]
 
 
 async def run_script(db: Database, script: list[tuple[str, str | None]],
                      lang: str | None = None) -> list[tuple[str, str]]:
     """The demo company loaded at START, then `script` typed by lilei in the console."""
     await db.run(load_demo, now=START)
-    renderer, engine = _ENGINE
-    coach = Coach(db, engine, renderer, clock=FakeClock(), registry=load_commands())
-    lines = [line for line, _ in script]
-    stdout = io.StringIO()
-    console = Console(coach, user=sc.METHOD_USER, org=sc.METHOD_ORG, lang=lang,
-                      stdin=io.StringIO("".join(f"{line}\n" for line in lines)), stdout=stdout,
-                      interactive=False)
-    await console.run()
-    turns = _turns(stdout.getvalue())
-    assert [typed for typed, _ in turns] == lines
-    return turns
+    chat = await converse(db, [line for line, _ in script], user=sc.METHOD_USER,
+                          org=sc.METHOD_ORG, lang=lang, registry=load_commands())
+    return chat.turns
 
 
 def check_replies(turns: list[tuple[str, str]], script: list[tuple[str, str | None]]) -> None:
     for index, ((typed, reply), (_line, expected)) in enumerate(zip(turns, script, strict=True)):
-        assert "Sorry — something went wrong" not in reply, (index, typed, reply)
-        assert "出错" not in reply, (index, typed, reply)
+        check_no_failure(reply, (index, typed))
         if expected is not None:
             assert expected in reply, f"turn {index} ({typed!r}): {expected!r} not in:\n{reply}"
 
@@ -205,37 +179,24 @@ async def test_method_end_to_end_in_chinese(db: Database) -> None:
 # ---- the real entry point, in a subprocess (SQLite) -----------------------------------------
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k != "DATABASE_URL" and not k.startswith("SALESCOACH_")}
-    env["PYTHONPATH"] = str(REPO)
-    env["PYTHONIOENCODING"] = "utf-8"
-    return env
-
-
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_salescoach_chat_piped_through_the_method(tmp_path: Path, lang: str) -> None:
     """`salescoach demo`, then the whole script piped into `salescoach chat` (wall clock: the
     purchase timetable is moved to 120 days from the real today so it stays imminent)."""
     script = sc.METHOD_EN if lang == "en" else sc.METHOD_ZH
-    when = (datetime.now(UTC).date() + timedelta(days=120)).isoformat()
+    when = imminent_date()
     lines = [when if line == "2027-03-01" and i < 10 else line
              for i, (line, _) in enumerate(script)]
-    cmd = [sys.executable, "-m", "bot.cli"]
-    loaded = subprocess.run([*cmd, "demo"], cwd=tmp_path, env=_env(), text=True,
-                            capture_output=True, timeout=120)
+    loaded = subprocess.run(salescoach_cmd("demo"), cwd=tmp_path, env=salescoach_env(),
+                            text=True, capture_output=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr
     done = subprocess.run(
-        [*cmd, "chat", "--org", "demo", "--user", "lilei", "--lang", lang], cwd=tmp_path,
-        env=_env(), text=True, encoding="utf-8", input="".join(f"{x}\n" for x in lines),
-        capture_output=True, timeout=300)
+        salescoach_cmd("chat", "--org", "demo", "--user", "lilei", "--lang", lang),
+        cwd=tmp_path, env=salescoach_env(), text=True, encoding="utf-8",
+        input="".join(f"{x}\n" for x in lines), capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
-    check_replies(_turns(done.stdout), script)
-    conn = sqlite3.connect(tmp_path / "salescoach.db")
-    try:
-        stage = conn.execute("SELECT stage FROM opportunities WHERE id = ?",
-                             (uuid.UUID(str(OPP_ID)).hex,)).fetchall()
-    finally:
-        conn.close()
+    check_no_failure(done.stdout + done.stderr)
+    check_replies(Transcript.parse(done.stdout).turns, script)
+    stage = sql(tmp_path / "salescoach.db", "SELECT stage FROM opportunities WHERE id = ?",
+                uuid.UUID(str(OPP_ID)).hex)
     assert stage == [("won",)]

@@ -12,7 +12,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -21,24 +21,13 @@ from bot.app import App, build_app
 from bot.settings import Settings
 from bot.web import create_web_app
 from handlers.slack import SlackFrontEnd, build_frontend
+from tests.conversation_checks import FakeClock as FakeClock  # re-exported for the Slack tests
 from tests.fakes.slack_api import BOT_ID, BOT_USER_ID, TEAM_ID, Call, FakeSlackAPI
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 TOKEN = "xoxb-test-token"
 CHANNEL = "C0SALES"
 REP = "U0REP1"
-
-
-class FakeClock:
-    """2026-11-27T09:00:00+08:00 (the console tests' day), one second later on every call."""
-
-    def __init__(self, start: datetime | None = None) -> None:
-        self.now = start or datetime.fromisoformat("2026-11-27T09:00:00+08:00")
-
-    def __call__(self) -> datetime:
-        value = self.now
-        self.now += timedelta(seconds=1)
-        return value
 
 
 def sign(body: bytes, timestamp: int, secret: str = SECRET) -> dict[str, str]:

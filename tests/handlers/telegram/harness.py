@@ -27,8 +27,8 @@ from bot.settings import Settings
 from bot.web import create_web_app
 from handlers.telegram import Limits, TelegramFrontEnd
 from store.db import Database
+from tests.conversation_checks import FakeClock
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.handlers.test_console import FakeClock
 
 SECRET = "s3cret-Token_42"
 WEBHOOK_URL = "https://coach.example.com/telegram/webhook"
