@@ -7,10 +7,11 @@ import logging
 import sys
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TextIO, TypeVar
 
 import typer
 from pydantic import ValidationError
@@ -154,6 +155,15 @@ async def _print_posts(posts: Sequence[Post], out_dir: Path) -> None:
         await printer.deliver(post.target, post.messages)
 
 
+async def _print_or_deliver(app: App, posts: Sequence[Post], dry_run: bool) -> None:
+    """A dry run prints the posts (files into a new temporary folder); otherwise what is
+    queued is delivered."""
+    if dry_run:
+        await _print_posts(posts, Path(tempfile.mkdtemp(prefix="salescoach-")))
+    else:
+        await _deliver_queued(app)
+
+
 async def _deliver_queued(app: App) -> None:
     """Deliver what is queued now: the console prints, configured messengers post."""
     from bot.outbox import OutboxWorker
@@ -206,10 +216,7 @@ def nudges(
         for name in result.no_channel:
             typer.echo(f"{name}: no team channel bound (type `channel` in it), nothing raised")
         typer.echo(f"{len(result.raised)} new nudges, {len(result.posts)} posts")
-        if dry_run:
-            await _print_posts(result.posts, Path(tempfile.mkdtemp(prefix="salescoach-")))
-        else:
-            await _deliver_queued(app)
+        await _print_or_deliver(app, result.posts, dry_run)
 
     _run(work)
 
@@ -231,10 +238,7 @@ def digest(
         for name in run.unreachable:
             typer.echo(f"{name}: no account on the org's messenger to send the digest to")
         typer.echo(f"{len(run.posts)} digests")
-        if dry_run:
-            await _print_posts(run.posts, Path(tempfile.mkdtemp(prefix="salescoach-")))
-        else:
-            await _deliver_queued(app)
+        await _print_or_deliver(app, run.posts, dry_run)
 
     _run(work)
 
@@ -319,9 +323,49 @@ def _problem_line(renderer: Renderer, lang: str, problem: Any) -> str:
     return f"{where}: {renderer.text(lang, f'csv.err.{problem.code}', **problem.params)}"
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     typer.secho(f"salescoach: {message}", err=True, fg="red")
     raise typer.Exit(1)
+
+
+def _run_or_fail(work: Callable[[App], Awaitable[T]]) -> T:
+    """`_run`; a problem to print (`_CliError`) exits 1."""
+    try:
+        return _run(work)
+    except _CliError as exc:
+        _fail(str(exc))
+
+
+def _run_in_org(org: str | None, user: str | None, renderer: Renderer, lang: str,
+                act: Callable[[App, uuid.UUID, uuid.UUID | None], Awaitable[T]]) -> T:
+    """`act(app, org_id, user_id)` for the company --org and the user --user (exit 1 when
+    they are not found)."""
+
+    async def work(app: App) -> T:
+        org_id, user_id = await app.db.run(_org_and_user, org, user, renderer, lang)
+        return await act(app, org_id, user_id)
+
+    return _run_or_fail(work)
+
+
+def _check_kind(kind: str, renderer: Renderer, lang: str) -> None:
+    from store.csvio import KINDS
+
+    if kind not in KINDS:
+        _fail(str(renderer.text(lang, "cli.bad_kind")))
+
+
+@contextmanager
+def _csv_out(path: str | None, bom: bool) -> Iterator[TextIO]:
+    """The file to write an export to, or standard output (path None); `bom` starts it
+    with a BOM."""
+    if path is None:
+        if bom:
+            sys.stdout.write("\ufeff")
+        yield sys.stdout
+        return
+    with open(path, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as out:
+        yield out
 
 
 OrgOption = Annotated[str | None, typer.Option(
@@ -345,26 +389,21 @@ def import_command(
     lang: LangOption = None,
 ) -> None:
     """Import a CSV file: upsert by external_id; all or nothing unless --partial."""
-    from store.csvio import KINDS, Problem, import_file
+    from store.csvio import ImportResult, Problem, import_file
 
     renderer, lang_ = _texts(lang)
-    if kind not in KINDS:
-        _fail(str(renderer.text(lang_, "cli.bad_kind")))
+    _check_kind(kind, renderer, lang_)
 
     def show(problem: Problem) -> None:
         typer.echo(_problem_line(renderer, lang_, problem))
 
-    async def work(app: App) -> Any:
-        org_id, user_id = await app.db.run(_org_and_user, org, user, renderer, lang_)
+    async def act(app: App, org_id: uuid.UUID, user_id: uuid.UUID | None) -> ImportResult:
         return await import_file(app.db, file, org_id=org_id, kind=kind,
                                  now=datetime.now(UTC), default_owner=user_id,
                                  dry_run=dry_run, partial=partial, on_problem=show,
                                  actor=user or "cli", user_id=user_id)
 
-    try:
-        result = _run(work)
-    except _CliError as exc:
-        _fail(str(exc))
+    result = _run_in_org(org, user, renderer, lang_, act)
     typer.echo(renderer.text(lang_, "csv.summary", kind=kind, rows=result.rows,
                              created=result.created, updated=result.updated,
                              unchanged=result.unchanged, rejected=result.rejected))
@@ -398,7 +437,7 @@ def export_command(
     """Export a kind as CSV (the import's columns), or everything stored about one contact."""
     import json
 
-    from store.csvio import KINDS, export_file
+    from store.csvio import export_file
     from store.privacy import export_contact
 
     renderer, lang_ = _texts(lang)
@@ -421,10 +460,7 @@ def export_command(
         async def work_one(app: App) -> tuple[str, dict[str, Any]]:
             return await app.db.run(one)
 
-        try:
-            contact_id, data = _run(work_one)
-        except _CliError as exc:
-            _fail(str(exc))
+        contact_id, data = _run_or_fail(work_one)
         text = json.dumps(data, ensure_ascii=False, indent=2)
         if len(rest) == 2:
             Path(rest[1]).write_text(text + "\n", encoding="utf-8")
@@ -432,29 +468,17 @@ def export_command(
         else:
             typer.echo(text)
         return
-    if kind not in KINDS:
-        _fail(str(renderer.text(lang_, "cli.bad_kind")))
+    _check_kind(kind, renderer, lang_)
     if len(rest) > 1:
         _fail(str(renderer.text(lang_, "cli.too_many_args")))
 
-    async def work(app: App) -> int:
-        org_id, user_id = await app.db.run(_org_and_user, org, user, renderer, lang_)
-        if rest:
-            with open(rest[0], "w", encoding="utf-8-sig" if bom else "utf-8",
-                      newline="") as out:
-                return await export_file(app.db, out, org_id=org_id, kind=kind,
-                                         now=datetime.now(UTC), headers=headers,
-                                         actor=user or "cli", user_id=user_id)
-        if bom:
-            sys.stdout.write("\ufeff")
-        return await export_file(app.db, sys.stdout, org_id=org_id, kind=kind,
-                                 now=datetime.now(UTC), headers=headers, actor=user or "cli",
-                                 user_id=user_id)
+    async def act(app: App, org_id: uuid.UUID, user_id: uuid.UUID | None) -> int:
+        with _csv_out(rest[0] if rest else None, bom) as out:
+            return await export_file(app.db, out, org_id=org_id, kind=kind,
+                                     now=datetime.now(UTC), headers=headers,
+                                     actor=user or "cli", user_id=user_id)
 
-    try:
-        written = _run(work)
-    except _CliError as exc:
-        _fail(str(exc))
+    written = _run_in_org(org, user, renderer, lang_, act)
     if rest:
         typer.echo(renderer.text(lang_, "csv.exported", n=written, kind=kind, file=rest[0]))
 
@@ -494,10 +518,7 @@ def forget_contact_command(
         changed, kept = await app.db.run(erase, org_id, user_id, contact_id)
         return str(contact_id), changed, kept
 
-    try:
-        outcome = _run(work)
-    except _CliError as exc:
-        _fail(str(exc))
+    outcome = _run_or_fail(work)
     if outcome is None:
         typer.echo(renderer.text(lang_, "privacy.aborted"))
         raise typer.Exit(1)

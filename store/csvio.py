@@ -81,6 +81,15 @@ def _codes(enum: Any) -> tuple[str, ...]:
 
 _EXTERNAL = Column("external_id", "外部编号", required=True, max_len=128)
 _OWNER = Column("owner", "负责人", kind="owner", target="owner_id")
+_ACCOUNT_REF = Column("account_external_id", "客户外部编号", kind="ref", required=True,
+                      ref="accounts", target="account_id")
+
+
+def _of_account(name_zh: str) -> tuple[Column, ...]:
+    """The first columns of an owned record of a customer (contact, opportunity): its id, the
+    customer's, its name, its owner."""
+    return (_EXTERNAL, _ACCOUNT_REF, Column("name", name_zh, required=True, max_len=255), _OWNER)
+
 
 COLUMNS: dict[str, tuple[Column, ...]] = {
     "accounts": (
@@ -104,11 +113,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("org_notes", "组织备注"),
     ),
     "contacts": (
-        _EXTERNAL,
-        Column("account_external_id", "客户外部编号", kind="ref", required=True,
-               ref="accounts", target="account_id"),
-        Column("name", "姓名", required=True, max_len=255),
-        _OWNER,
+        *_of_account("姓名"),
         Column("title", "职务", max_len=255),
         Column("department", "部门", max_len=255),
         Column("level", "级别", kind="code", codes=_codes(ContactLevel)),
@@ -123,11 +128,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("personal_notes", "个人信息"),
     ),
     "opportunities": (
-        _EXTERNAL,
-        Column("account_external_id", "客户外部编号", kind="ref", required=True,
-               ref="accounts", target="account_id"),
-        Column("name", "商机名称", required=True, max_len=255),
-        _OWNER,
+        *_of_account("商机名称"),
         Column("product", "产品", max_len=255),
         Column("stage", "漏斗阶段", kind="code", codes=_codes(FunnelStage), default="analysis"),
         Column("phase", "采购阶段", kind="code", codes=_codes(BuyingPhase)),
@@ -140,8 +141,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
     ),
     "invoices": (
         _EXTERNAL,
-        Column("account_external_id", "客户外部编号", kind="ref", required=True,
-               ref="accounts", target="account_id"),
+        _ACCOUNT_REF,
         Column("opportunity_external_id", "商机外部编号", kind="ref", ref="opportunities",
                target="opportunity_id"),
         Column("number", "发票号", required=True, max_len=64),
@@ -156,6 +156,9 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
 }
 _MODELS: dict[str, Any] = {"accounts": Account, "contacts": Contact,
                            "opportunities": Opportunity, "invoices": Invoice}
+#: a reference's column in the row (`account_id`) -> the table it points into, the file's column
+_REFS: dict[str, tuple[str, str]] = {c.target: (c.ref, c.name) for columns in COLUMNS.values()
+                                     for c in columns if c.kind == "ref" and c.target and c.ref}
 
 
 @dataclass(frozen=True)
@@ -438,8 +441,7 @@ class _Importer:
         refs_wanted: dict[str, set[str]] = {}
         for row in rows:
             for target, key in row.refs.items():
-                table = "accounts" if target == "account_id" else "opportunities"
-                refs_wanted.setdefault(table, set()).add(key)
+                refs_wanted.setdefault(_REFS[target][0], set()).add(key)
         refs: dict[str, dict[str, Any]] = {
             table: _find_by_keys(self.session, _MODELS[table].__table__, self.org_id, keys,
                                  ["account_id"] if table == "opportunities" else [])
@@ -471,10 +473,9 @@ class _Importer:
                     self.seen_keys[row.key] = row.number
             values = dict(row.values)
             for target, key in row.refs.items():
-                table = "accounts" if target == "account_id" else "opportunities"
+                table, column = _REFS[target]
                 found = refs.get(table, {}).get(key)
-                title = row.raw_titles.get("account_external_id" if target == "account_id"
-                                           else "opportunity_external_id", target)
+                title = row.raw_titles.get(column, target)
                 if found is None:
                     problems.append(Problem(row.number, title, "unknown_ref", {"key": key}))
                 else:
@@ -664,20 +665,14 @@ def export_csv(session: Session, *, org_id: uuid.UUID, kind: str, out: TextIO,
     table: Table = model.__table__
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([c.zh if headers == "zh" else c.name for c in columns])
-    accounts: Table = Account.__table__  # type: ignore[assignment]
-    opps: Table = Opportunity.__table__  # type: ignore[assignment]
     users: Table = User.__table__  # type: ignore[assignment]
     query = select(table)
-    if "account_id" in table.c:
-        acc = accounts.alias("acc")
-        query = query.add_columns(acc.c.external_id.label("_acc_ext"),
-                                  acc.c.id.label("_acc_id")).outerjoin(
-            acc, acc.c.id == table.c.account_id)
-    if "opportunity_id" in table.c:
-        opp = opps.alias("opp")
-        query = query.add_columns(opp.c.external_id.label("_opp_ext"),
-                                  opp.c.id.label("_opp_id")).outerjoin(
-            opp, opp.c.id == table.c.opportunity_id)
+    for col in columns:
+        if col.kind == "ref" and col.ref and col.target:  # the referred record's key
+            ref = _MODELS[col.ref].__table__.alias(col.name)
+            query = query.add_columns(ref.c.external_id.label(f"_{col.name}"),
+                                      ref.c.id.label(f"_{col.name}_id")).outerjoin(
+                ref, ref.c.id == table.c[col.target])
     if "owner_id" in table.c:
         own = users.alias("own")
         query = query.add_columns(own.c.display_name.label("_owner")).outerjoin(
@@ -697,10 +692,9 @@ def export_csv(session: Session, *, org_id: uuid.UUID, kind: str, out: TextIO,
             for col in columns:
                 if col.name == "external_id":
                     value: Any = m["external_id"] or str(m["id"])
-                elif col.name == "account_external_id":
-                    value = m["_acc_ext"] or str(m["_acc_id"])
-                elif col.name == "opportunity_external_id":
-                    value = (m["_opp_ext"] or str(m["_opp_id"])) if m["_opp_id"] else None
+                elif col.kind == "ref":  # a record made in chat is known by its own id
+                    ref_id = m[f"_{col.name}_id"]
+                    value = (m[f"_{col.name}"] or str(ref_id)) if ref_id else None
                 elif col.kind == "owner":
                     value = m["_owner"]
                 else:
