@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot import method
-from bot.commands import CommandRequest, Registry, names_people
+from bot.commands import CommandRequest, Registry
 from bot.metrics import Metrics
 from dialogs.engine import Engine, FlowContext, Log, Remove, Save, Turn
 from dialogs.messages import Inbound, Outbound
@@ -97,6 +97,10 @@ class Coach:
             if name in order:
                 raise ValueError(f"command {name!r} is both registered and built in or a flow")
             order[name] = command.order
+            for claim in command.claims:
+                if claim.command in BUILTIN_COMMANDS or claim.command in self.registry.commands:
+                    raise ValueError(f"command {name!r} claims {claim.command!r}, which is not "
+                                     "a flow command")
         #: every command, in the order the help lists them
         self.command_names = tuple(sorted(order, key=lambda n: (order[n], n)))
         self.help_names = tuple(n for n in self.command_names if n not in self.registry.commands
@@ -236,10 +240,12 @@ class Coach:
                 return self._lang(session, speaker, arg, current, now)
             if command == "resume":
                 return self._resume(session, speaker, arg, now)
-            if command == "spin" and "spinmix" in self.registry.commands and names_people(arg):
-                # `spin @rep` / `spin team`: the SPIN mix look-up; `spin Daqing` opens the dialog
-                return self._command(session, speaker, inbound, "spinmix", arg, now)
             if command in self.flow_commands:
+                # a registered command may claim the invocation by its argument (`spin @rep`
+                # is the SPIN-mix look-up; `spin Daqing` and a plain `spin` open the dialog)
+                claimant = self.registry.claimant(command, arg)
+                if claimant is not None:
+                    return self._command(session, speaker, inbound, claimant, arg, now)
                 return self._start(session, speaker, self.flow_commands[command], now, arg)
             return self._command(session, speaker, inbound, command, arg, now)
         if current is None or (slash and not self._control(word)):

@@ -53,6 +53,16 @@ Handler = Callable[[CommandRequest], Sequence[Outbound]]
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A registered command takes over a flow command's invocation when `when(arg)` holds for
+    its argument text: `spin @li` is the `spinmix` look-up, `spin Daqing` still the dialog.
+    `command` is the flow command's canonical name, so its aliases in every language count."""
+
+    command: str
+    when: Callable[[str], bool]
+
+
+@dataclass(frozen=True)
 class Command:
     """`name` is the canonical (English) command; aliases come from the catalogs'
     `command.<name>` entries and help text from `help.cmd.<name>`. `order` sorts the help."""
@@ -61,6 +71,7 @@ class Command:
     handler: Handler
     order: int = 100
     hidden: bool = False  # not listed in the help (e.g. what a nudge's buttons send)
+    claims: tuple[Claim, ...] = ()  # flow commands' invocations this command answers instead
 
 
 class Registry:
@@ -69,10 +80,19 @@ class Registry:
         #: the app's settings, for commands that need configuration (None: the defaults)
         self.settings = settings
 
-    def add(self, name: str, handler: Handler, *, order: int = 100, hidden: bool = False) -> None:
+    def add(self, name: str, handler: Handler, *, order: int = 100, hidden: bool = False,
+            claims: Sequence[Claim] = ()) -> None:
         if name in self.commands:
             raise ValueError(f"command {name!r} is registered twice")
-        self.commands[name] = Command(name, handler, order, hidden)
+        self.commands[name] = Command(name, handler, order, hidden, tuple(claims))
+
+    def claimant(self, command: str, arg: str) -> str | None:
+        """The registered command that answers `command arg` instead of `command` (the first
+        registered whose claim on `command` matches `arg`), or None."""
+        for registered in self.commands.values():
+            if any(c.command == command and c.when(arg) for c in registered.claims):
+                return registered.name
+        return None
 
 
 def load_commands(settings: Settings | None = None) -> Registry:

@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from decimal import Decimal
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, and_, case, func, or_, select
 from sqlalchemy.orm import QueryableAttribute, Session
 
-from bot.commands import SCOPE_WORDS, CommandRequest, Registry, names_people
+from bot.commands import SCOPE_WORDS, Claim, CommandRequest, Handler, Registry, names_people
 from dialogs.flow import FLOWS_DIR, OptionDef, load_vocab
 from dialogs.messages import Option, Outbound
 from dialogs.render import Renderer
@@ -158,22 +158,38 @@ def _pick(req: CommandRequest, command: str, typed: str, matches: list[Match]) -
 
 
 Search = Callable[[Session, Viewer, str], list[Match]]
+#: how a record of each kind a look-up names is found, and the catalogs' word for the kind
+_FINDERS: dict[type[Any], tuple[Search, str]] = {Account: (search_accounts, "account"),
+                                                 Opportunity: (search_opportunities, "opp")}
+_R = TypeVar("_R", Account, Opportunity)
+Card = Callable[[CommandRequest, Viewer, Match, _R], Sequence[Outbound]]
 
 
-def _resolve(req: CommandRequest, command: str, search: Search, kind: str
-             ) -> tuple[Viewer, Match | list[Outbound]]:
-    """The record `req.arg` names, or the reply instead of it: the usage, "none found" (also
-    for someone else's record: the search sees only the viewer's) or a pick list."""
-    who = _viewer(req)
-    if not req.arg:
-        return who, _error(req, f"lk.usage.{command}")
-    matches = search(req.session, who, req.arg)
-    chosen = decide(matches)
-    if chosen is not None:
-        return who, chosen
-    if not matches:
-        return who, _error(req, f"lk.none.{kind}", typed=req.arg[:80])
-    return who, _pick(req, command, req.arg[:80], matches)
+def _on_record(command: str, model: type[_R]) -> Callable[[Card[_R]], Handler]:
+    """A handler for `command <name>`: the card runs with the record `req.arg` names (its
+    search match and its row); otherwise the reply is the usage, "none found" (also for
+    someone else's record: the search sees only the viewer's) or a pick list."""
+    search, kind = _FINDERS[model]
+
+    def on_record(card: Card[_R]) -> Handler:
+        def handler(req: CommandRequest) -> Sequence[Outbound]:
+            who = _viewer(req)
+            if not req.arg:
+                return _error(req, f"lk.usage.{command}")
+            matches = search(req.session, who, req.arg)
+            chosen = decide(matches)
+            if chosen is None and not matches:
+                return _error(req, f"lk.none.{kind}", typed=req.arg[:80])
+            if chosen is None:
+                return _pick(req, command, req.arg[:80], matches)
+            record = req.session.get(model, chosen.id)
+            if record is None:  # gone since the search
+                return _error(req, f"lk.none.{kind}", typed=req.arg[:80])
+            return card(req, who, chosen, record)
+
+        return handler
+
+    return on_record
 
 
 def _personal_allowed(req: CommandRequest, who: Viewer, *owners: uuid.UUID | None) -> bool:
@@ -296,16 +312,29 @@ def _private_note(req: CommandRequest, shown: list[uuid.UUID], hidden: bool) -> 
     return None
 
 
+def _account_view(req: CommandRequest, who: Viewer, account: Account, people: Sequence[Contact],
+                  command: str, invoices: ColumnElement[bool]) -> tuple[dict[str, Any], bool]:
+    """What the account and opp cards show alike: the key contacts, the insider level reached,
+    the competitors, the open invoices (those `invoices` selects), the note on personal notes
+    this chat may not show; and whether personal notes are shown (the card is private)."""
+    contacts, shown, hidden, insider = _contacts_view(req, who, account, people, command,
+                                                      key_only=True)
+    return {
+        "contacts": contacts,
+        "insider": _label(req, "insider", insider) if insider else None,
+        "competitors": _competitors(req.session, account.id),
+        "invoices": _open_invoices(req, invoices),
+        "personal_hidden": _private_note(req, shown, hidden),
+    }, bool(shown)
+
+
 # ---- account --------------------------------------------------------------------------------
 
 
-def account_card(req: CommandRequest) -> Sequence[Outbound]:
-    who, chosen = _resolve(req, "account", search_accounts, "account")
-    if isinstance(chosen, list):
-        return chosen
+@_on_record("account", Account)
+def account_card(req: CommandRequest, who: Viewer, _chosen: Match, account: Account
+                 ) -> Sequence[Outbound]:
     session = req.session
-    account = session.get(Account, chosen.id)
-    assert account is not None
     opps = session.execute(select(Opportunity).where(Opportunity.account_id == account.id)
                            .order_by(Opportunity.stage_entered_at.desc())).scalars().all()
     open_opps = [o for o in opps if o.stage in OPEN_STAGES]
@@ -315,8 +344,8 @@ def account_card(req: CommandRequest) -> Sequence[Outbound]:
     owners = _owner_names(session, {account.owner_id, *(o.owner_id for o in opps)})
     furthest = max((o.stage for o in open_opps), key=lambda s: health_mod.STAGE_INDEX[s],
                    default=None)
-    contacts, shown, hidden, insider = _contacts_view(req, who, account, people, "account",
-                                                      key_only=True)
+    common, private = _account_view(req, who, account, people, "account",
+                                    Invoice.account_id == account.id)
     view = {
         "name": account.name,
         "status": _label(req, "status", account.status),
@@ -332,26 +361,19 @@ def account_card(req: CommandRequest) -> Sequence[Outbound]:
         "opps": [_opp_line(req, o, healths.get(o.id), owners.get(o.owner_id)) for o in open_opps],
         "closed": [{"name": o.name, "stage": _label(req, "stage", o.stage)}
                    for o in opps if o.stage not in OPEN_STAGES],
-        "contacts": contacts,
-        "insider": _label(req, "insider", insider) if insider else None,
-        "competitors": _competitors(session, account.id),
-        "invoices": _open_invoices(req, Invoice.account_id == account.id),
-        "personal_hidden": _private_note(req, shown, hidden),
+        **common,
     }
     text = req.renderer.template("lookup_account.j2", req.ctx.lang, a=view)
-    return [Outbound(text, kind="card", private=bool(shown), record=("account", str(account.id)))]
+    return [Outbound(text, kind="card", private=private, record=("account", str(account.id)))]
 
 
 # ---- opp ------------------------------------------------------------------------------------
 
 
-def opp_card(req: CommandRequest) -> Sequence[Outbound]:
-    who, chosen = _resolve(req, "opp", search_opportunities, "opp")
-    if isinstance(chosen, list):
-        return chosen
+@_on_record("opp", Opportunity)
+def opp_card(req: CommandRequest, who: Viewer, _chosen: Match, opp: Opportunity
+             ) -> Sequence[Outbound]:
     session = req.session
-    opp = session.get(Opportunity, chosen.id)
-    assert opp is not None
     account = session.get(Account, opp.account_id)
     assert account is not None
     people = _contacts_of(session, account)
@@ -363,8 +385,8 @@ def opp_card(req: CommandRequest) -> Sequence[Outbound]:
         select(BuyingSignal.signal, BuyingSignal.note, BuyingSignal.observed_at)
         .where(BuyingSignal.opportunity_id == opp.id)
         .order_by(BuyingSignal.observed_at.desc())).all()
-    contacts, shown, hidden, insider = _contacts_view(req, who, account, people, "opp",
-                                                      key_only=True)
+    common, private = _account_view(req, who, account, people, "opp",
+                                    Invoice.opportunity_id == opp.id)
     checks = [{"label": _label(req, "check", c),
                "ok": health_mod.passed((opp.qualification or {}).get(c))}
               for c in ("need", "timetable", "budget", "can_win", "worth_it", "our_strength")]
@@ -378,25 +400,18 @@ def opp_card(req: CommandRequest) -> Sequence[Outbound]:
                      "date": at.date().isoformat() if at else None}
                     for s, n, at in signals[:3]],
         "signal_count": len(signals),
-        "contacts": contacts,
-        "insider": _label(req, "insider", insider) if insider else None,
-        "competitors": _competitors(session, account.id),
-        "invoices": _open_invoices(req, Invoice.opportunity_id == opp.id),
-        "personal_hidden": _private_note(req, shown, hidden),
+        **common,
     }
     text = req.renderer.template("lookup_opp.j2", req.ctx.lang, o=view)
-    return [Outbound(text, kind="card", private=bool(shown))]
+    return [Outbound(text, kind="card", private=private)]
 
 
 # ---- who ------------------------------------------------------------------------------------
 
 
-def who_map(req: CommandRequest) -> Sequence[Outbound]:
-    who, chosen = _resolve(req, "who", search_accounts, "account")
-    if isinstance(chosen, list):
-        return chosen
-    account = req.session.get(Account, chosen.id)
-    assert account is not None
+@_on_record("who", Account)
+def who_map(req: CommandRequest, who: Viewer, _chosen: Match, account: Account
+            ) -> Sequence[Outbound]:
     contacts, shown, hidden, _insider = _contacts_view(
         req, who, account, _contacts_of(req.session, account), "who", key_only=False)
     roles = []
@@ -469,16 +484,35 @@ def _scope(req: CommandRequest, who: Viewer, tokens: list[str]
     return scope, rest
 
 
+ScopedCard = Callable[[CommandRequest, Viewer, _Scope, list[str]], Sequence[Outbound]]
+
+
+def _on_scope(*default: str) -> Callable[[ScopedCard], Handler]:
+    """A handler for `command [@rep|team] ...`: the card runs with the owners the argument
+    names (the words `default` when there is no argument) and the words left over; an owner
+    the asker may not see is "not yours"."""
+
+    def on_scope(card: ScopedCard) -> Handler:
+        def handler(req: CommandRequest) -> Sequence[Outbound]:
+            who = _viewer(req)
+            scope, rest = _scope(req, who, req.arg.split() or list(default))
+            if scope is None:
+                return _error(req, "lk.not_yours")
+            return card(req, who, scope, rest)
+
+        return handler
+
+    return on_scope
+
+
 _SORT_ALIASES = {"stage": "stage", "阶段": "stage", "health": "health", "健康": "health",
                  "amount": "amount", "金额": "amount", "close": "close", "成交": "close",
                  "idle": "idle", "activity": "idle", "停滞": "idle", "活动": "idle"}
 
 
-def pipeline(req: CommandRequest) -> Sequence[Outbound]:
-    who = _viewer(req)
-    scope, rest = _scope(req, who, req.arg.split())
-    if scope is None:
-        return _error(req, "lk.not_yours")
+@_on_scope()
+def pipeline(req: CommandRequest, who: Viewer, scope: _Scope, rest: list[str]
+             ) -> Sequence[Outbound]:
     sort = "stage"
     for token in rest:
         if token.casefold() not in _SORT_ALIASES:
@@ -550,11 +584,9 @@ def pipeline(req: CommandRequest) -> Sequence[Outbound]:
 # ---- stalled ----------------------------------------------------------------------------------
 
 
-def stalled(req: CommandRequest) -> Sequence[Outbound]:
-    who = _viewer(req)
-    scope, _rest = _scope(req, who, req.arg.split() or ["team"])
-    if scope is None:
-        return _error(req, "lk.not_yours")
+@_on_scope("team")
+def stalled(req: CommandRequest, who: Viewer, scope: _Scope, _rest: list[str]
+            ) -> Sequence[Outbound]:
     session, org_id = req.session, who.org_id
     limits = health_mod.stalled_days(session, org_id)
     idle_since = func.coalesce(Opportunity.last_activity_at, Opportunity.stage_entered_at,
@@ -601,11 +633,9 @@ def _bucket(days: int) -> str:
     return AGEING[-1][2]
 
 
-def overdue(req: CommandRequest) -> Sequence[Outbound]:
-    who = _viewer(req)
-    scope, _rest = _scope(req, who, req.arg.split() or ["team"])
-    if scope is None:
-        return _error(req, "lk.not_yours")
+@_on_scope("team")
+def overdue(req: CommandRequest, who: Viewer, scope: _Scope, _rest: list[str]
+            ) -> Sequence[Outbound]:
     session, org_id, today = req.session, who.org_id, req.ctx.today
     paid = (select(Payment.invoice_id, func.sum(Payment.amount).label("paid"))
             .where(Payment.org_id == org_id).group_by(Payment.invoice_id).subquery())
@@ -689,15 +719,22 @@ def _rep_view(req: CommandRequest, stats: RepStats) -> dict[str, Any]:
             if stats.mean_days_to_pay is not None else "—"}
 
 
-def _with_team(session: Session, users: set[uuid.UUID]) -> set[uuid.UUID]:
-    """Whom `users` are compared with: one rep with their manager's team, a team with itself."""
+def _people(session: Session, who: Viewer, scope: _Scope
+            ) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """The users `scope` covers, and whom they are compared with: one rep with their manager's
+    team, a team with itself."""
+    if scope.owners is None:  # an admin's `team`: everyone active in the org
+        users = set(session.execute(select(User.id).where(User.org_id == who.org_id,
+                                                          User.active.is_(True))).scalars())
+    else:
+        users = set(scope.owners)
     compare = set(users)
     if len(users) == 1:
         manager = session.execute(select(User.manager_id).where(User.id == next(iter(users)))
                                   ).scalar()
         if manager is not None:
             compare |= set(team_of(session, manager)) - {manager}
-    return compare
+    return users, compare
 
 
 def analytics(req: CommandRequest) -> Sequence[Outbound]:
@@ -719,12 +756,7 @@ def analytics(req: CommandRequest) -> Sequence[Outbound]:
     if leftover:
         return _error(req, "lk.analytics.usage")
     session = req.session
-    if scope.owners is None:
-        users = set(session.execute(select(User.id).where(User.org_id == who.org_id,
-                                                          User.active.is_(True))).scalars())
-    else:
-        users = set(scope.owners)
-    compare = _with_team(session, users)
+    users, compare = _people(session, who, scope)
     start = req.now - timedelta(days=days)
     report = team_report(session, who.org_id, compare, start=start, end=req.now, now=req.now)
     reps = []
@@ -759,16 +791,15 @@ def _mix_view(req: CommandRequest, name: str, mix: SpinMix) -> dict[str, Any]:
 def spinmix(req: CommandRequest) -> Sequence[Outbound]:
     """`spinmix [opp name|@rep|team]`: the SPIN mix of one opportunity, or of a rep (the asker
     by default) or a team over the last 30 days, compared with the team."""
-    tokens = req.arg.split()
-    if names_people(req.arg):
-        return _spinmix_people(req, tokens)
-    if not tokens:
-        return _spinmix_people(req, [])
-    who, chosen = _resolve(req, "spinmix", search_opportunities, "opp")
-    if isinstance(chosen, list):
-        return chosen
-    opp = req.session.get(Opportunity, chosen.id)
-    if opp is None or not who.can_see(opp.owner_id):  # the search already sees only theirs
+    if names_people(req.arg) or not req.arg.split():
+        return _spinmix_people(req)
+    return _spinmix_opp(req)
+
+
+@_on_record("spinmix", Opportunity)
+def _spinmix_opp(req: CommandRequest, who: Viewer, chosen: Match, opp: Opportunity
+                 ) -> Sequence[Outbound]:
+    if not who.can_see(opp.owner_id):  # the search already sees only theirs
         return _error(req, "lk.none.opp", typed=req.arg[:80])
     mix = spin_mix(req.session, opp.org_id, opportunity_id=opp.id)
     text = req.renderer.template("lookup_spinmix.j2", req.ctx.lang,
@@ -778,18 +809,11 @@ def spinmix(req: CommandRequest) -> Sequence[Outbound]:
     return [Outbound(text, kind="card")]
 
 
-def _spinmix_people(req: CommandRequest, tokens: list[str]) -> Sequence[Outbound]:
-    who = _viewer(req)
-    scope, _rest = _scope(req, who, tokens)
-    if scope is None:
-        return _error(req, "lk.not_yours")
+@_on_scope()
+def _spinmix_people(req: CommandRequest, who: Viewer, scope: _Scope, _rest: list[str]
+                    ) -> Sequence[Outbound]:
     session = req.session
-    if scope.owners is None:  # an admin's `team`: everyone active in the org
-        users = set(session.execute(select(User.id).where(User.org_id == who.org_id,
-                                                          User.active.is_(True))).scalars())
-    else:
-        users = set(scope.owners)
-    compare = _with_team(session, users)
+    users, compare = _people(session, who, scope)
     mixes = spin_mix_by_rep(session, who.org_id, compare, start=req.now - timedelta(
         days=SPINMIX_DAYS), end=req.now)
     names = _owner_names(session, users)
@@ -813,5 +837,6 @@ def register(registry: Registry) -> None:
     registry.add("stalled", stalled, order=44)
     registry.add("overdue", overdue, order=45)
     registry.add("analytics", analytics, order=46)
-    registry.add("spinmix", spinmix, order=47)
+    # `spin @rep` / `spin team` (in any language) is this look-up rather than the SPIN dialog
+    registry.add("spinmix", spinmix, order=47, claims=(Claim("spin", names_people),))
 

@@ -1,24 +1,27 @@
-"""Registered commands (bot/commands/): discovery, help, and `channel`."""
+"""Registered commands (bot/commands/): discovery, help, claims on flow commands, `channel`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.app import build_engine
 from bot.coach import Coach
-from bot.commands import load_commands
-from dialogs.messages import Inbound
+from bot.commands import Claim, CommandRequest, Registry, load_commands
+from dialogs.messages import Inbound, Outbound
 from store.db import Database
 from store.models import TeamChannel, User
 
 
-def make_coach(db: Database, admins: tuple[str, ...] = ()) -> Coach:
+def make_coach(db: Database, admins: tuple[str, ...] = (),
+               registry: Registry | None = None) -> Coach:
     renderer, engine = build_engine()
     return Coach(db, engine, renderer, clock=lambda: datetime(2026, 11, 27, 9, tzinfo=UTC),
-                 registry=load_commands(), admins=admins)
+                 registry=registry or load_commands(), admins=admins)
 
 
 def typed(user: str, text: str, *, chat: str = "channel", chat_key: str | None = "C1",
@@ -76,3 +79,53 @@ async def test_channel_in_a_private_chat_says_where_to_type_it(db: Database) -> 
     reply = await coach.handle(typed("u1", "channel", chat="private", chat_key=None))
     assert reply.messages[0].kind == "error" and "team channel or group" in reply.messages[0].text
     assert await db.run(bindings) == []
+
+
+def _peek(req: CommandRequest) -> Sequence[Outbound]:
+    return [Outbound(f"peeked at {req.arg}")]
+
+
+def _peek_registry() -> Registry:
+    """A command that claims `intake ?...` (in any language) and nothing else."""
+    registry = Registry()
+    registry.add("peek", _peek, claims=(Claim("intake", lambda arg: arg.startswith("?")),))
+    return registry
+
+
+def test_the_registry_names_the_command_that_claims_an_invocation() -> None:
+    registry = _peek_registry()
+    assert registry.claimant("intake", "?acme") == "peek"
+    assert registry.claimant("intake", "Acme") is None
+    assert registry.claimant("intake", "") is None
+    assert registry.claimant("qualify", "?acme") is None
+    assert load_commands().claimant("spin", "@li") == "spinmix"
+    assert load_commands().claimant("spin", "Daqing") is None
+
+
+async def test_a_command_claims_a_flow_commands_invocation_when_its_argument_matches(
+        db: Database) -> None:
+    coach = make_coach(db, registry=_peek_registry())
+    claimed = await coach.handle(typed("u1", "intake ?acme", chat="private"))
+    assert [m.text for m in claimed.messages] == ["peeked at ?acme"]
+    slashed = await coach.handle(typed("u1", "/intake ?x", chat="private"))
+    assert [m.text for m in slashed.messages] == ["peeked at ?x"]
+    await coach.handle(typed("u1", "lang zh", chat="private"))
+    zh = await coach.handle(typed("u1", "建档 ?acme", chat="private"))
+    assert [m.text for m in zh.messages] == ["peeked at ?acme"]
+
+
+@pytest.mark.parametrize("text", ["intake", "intake Acme", "qualify ?acme"])
+async def test_a_claim_leaves_other_arguments_and_other_flow_words_to_the_dialog(
+        db: Database, text: str) -> None:
+    coach = make_coach(db, registry=_peek_registry())
+    opened = await coach.handle(typed("u1", text, chat="private"))
+    assert not any(m.text.startswith("peeked") for m in opened.messages)
+    assert any(m.kind == "question" for m in opened.messages)  # the dialog asks its first
+
+
+@pytest.mark.parametrize("word", ["help", "channel"])
+def test_a_claim_on_a_word_that_is_no_flow_command_is_refused(db: Database, word: str) -> None:
+    registry = load_commands()
+    registry.add("peek", _peek, claims=(Claim(word, lambda arg: True),))
+    with pytest.raises(ValueError, match="not a flow command"):
+        make_coach(db, registry=registry)

@@ -307,3 +307,9 @@ async def test_spin_with_a_person_or_team_shows_the_mix(spin_coach: Coach) -> No
         "SPIN mix — your team, last 30 days")
     refused = await ask(spin_coach, "rep1", "spin @rep2")
     assert refused.messages[0].kind == "error" and "not yours" in text_of(refused)
+    # the Chinese command words too
+    await ask(spin_coach, "manager", "lang zh")
+    assert text_of(await ask(spin_coach, "manager", "提问 团队")) == text_of(
+        await ask(spin_coach, "manager", "提问结构 团队"))
+    dialog = await ask(spin_coach, "manager", "提问 冬装")
+    assert not text_of(dialog).startswith("SPIN 提问结构")
