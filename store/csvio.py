@@ -553,25 +553,28 @@ def import_csv(session: Session, *, org_id: uuid.UUID, kind: str, stream: TextIO
     if kind not in COLUMNS:
         raise ImportError_(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
     result = result or ImportResult(kind)
+
+    def unreadable(*problems: Problem) -> ImportResult:
+        """The file cannot be imported at all: say why, to the result and the caller."""
+        result.fatal = True
+        for problem in problems:
+            result.add(problem)
+            if on_problem is not None:
+                on_problem(problem)
+        return result
+
     records = _records(stream)
     try:
         first = next(records, None)
     except UnicodeDecodeError:
-        result.fatal = True
-        result.add(Problem(1, None, "not_utf8"))
-        return result
+        return unreadable(Problem(1, None, "not_utf8"))
     if first is None:
-        result.fatal = True
-        result.add(Problem(0, None, "empty"))
-        return result
+        return unreadable(Problem(0, None, "empty"))
     header = first[1]
-    mapping = _header_map(kind, header, result)
+    header_problems = ImportResult(kind)
+    mapping = _header_map(kind, header, header_problems)
     if mapping is None:
-        result.fatal = True
-        if on_problem is not None:
-            for problem in result.problems:
-                on_problem(problem)
-        return result
+        return unreadable(*header_problems.problems)
     titles = {i: header[i].strip().lstrip("\ufeff") for i in mapping}
     importer = _Importer(session, org_id, kind, now=now, default_owner=default_owner,
                          result=result, on_problem=on_problem)

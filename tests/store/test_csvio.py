@@ -307,3 +307,29 @@ def test_cli_export_then_import_and_report_problems(db: Database, database_url: 
     assert result.exit_code == 1 and "KIND is one of" in result.output
     result = runner.invoke(cli, ["import", "accounts", str(out), "--org", "nowhere"])
     assert result.exit_code == 1 and "There is no company “nowhere”" in result.output
+
+
+def test_cli_says_why_a_file_cannot_be_imported(db: Database, database_url: str,
+                                                tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty file, one that is not UTF-8, or one without the required columns: the
+    reason is printed (it was only "nothing was imported" for the first two)."""
+    from typer.testing import CliRunner
+
+    from bot.cli import cli
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["demo", "--at", "2026-11-27T09:00:00"]).exit_code == 0
+    empty = write(tmp_path, "empty.csv", "")
+    gbk = tmp_path / "gbk.csv"  # what Excel saves as plain "CSV" on a Chinese Windows
+    gbk.write_bytes("名称\n大庆油田\n".encode("gbk"))
+    headless = write(tmp_path, "headless.csv", "external_id,title\nX-1,Boss\n")
+    cases = [(empty, "en", "the file is empty"), (empty, "zh", "文件是空的"),
+             (gbk, "en", "the file is not UTF-8 text"), (gbk, "zh", "文件不是 UTF-8 文本"),
+             (headless, "en", "column “name”: this column is required but missing")]
+    for path, lang, reason in cases:
+        result = runner.invoke(cli, ["import", "accounts", str(path), "--org", "demo",
+                                     "--lang", lang])
+        assert result.exit_code == 1, result.output
+        assert reason in result.output, (path.name, lang, result.output)
