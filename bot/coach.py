@@ -265,7 +265,7 @@ class Coach:
         """Inside a dialog a bare word is a command only when the whole line is one, so an
         answer like "Lang Ping" or "Help desk services" stays an answer."""
         if command == "lang":
-            return arg.casefold() in self.r.languages
+            return self.r.language_named(arg) is not None
         if command == "resume":
             return not arg or arg.isdigit()
         return not arg
@@ -430,8 +430,8 @@ class Coach:
 
     def _lang(self, session: Session, speaker: conv.Speaker, arg: str,
               current: conv.OpenDialog | None, now: datetime) -> Reply:
-        lang = arg.casefold()
-        if lang not in self.r.languages:
+        lang = self.r.language_named(arg)
+        if lang is None:
             ctx = self._ctx(speaker, now)
             bad = self.r.text(ctx.lang, "lang.bad", langs=", ".join(self.r.languages))
             return Reply((Outbound(bad, kind="error"),), ctx.lang)

@@ -6,6 +6,7 @@ only ever passed *into* templates as data — never compiled as a template itsel
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -67,6 +68,7 @@ class Renderer:
             keep_trailing_newline=False,
         )
         self._compiled: dict[str, Template] = {}
+        self._names: dict[str, str] | None = None
         self._compile = lru_cache(maxsize=4096)(self._compile_uncached)
         for lang, catalog in self.catalogs.items():
             for key, source in catalog.items():
@@ -78,6 +80,23 @@ class Renderer:
     @property
     def languages(self) -> tuple[str, ...]:
         return tuple(self.catalogs)
+
+    def language_named(self, word: str) -> str | None:
+        """The language `word` names: its code (`zh`, also `zh-CN`, `zh_Hans`) or one of its
+        names in any catalog (`lang.name.zh`: Chinese, 中文, 汉语 …); None if none."""
+        if self._names is None:
+            names: dict[str, str] = {}
+            for catalog in self.catalogs.values():
+                for code in self.catalogs:
+                    for name in catalog.get(f"lang.name.{code}", "").split("|"):
+                        if name.strip():
+                            names.setdefault(name.strip().casefold(), code)
+            self._names = names
+        key = word.strip().casefold()
+        code = re.split(r"[-_]", key, maxsplit=1)[0]
+        if code in self.catalogs:
+            return code
+        return self._names.get(key)
 
     def _compile_uncached(self, source: str) -> Template:
         return self.env.from_string(source)

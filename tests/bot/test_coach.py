@@ -213,3 +213,16 @@ async def test_which_customer_in_a_big_org_searches_the_typed_name(db: Database)
     by_name = await talk(coach, "li", "cancel", "close", "oilfield workwear 2027")
     assert "How will you close Oilfield workwear 2027?" in by_name
     assert await db.run(count(Account)) == 13  # nothing recorded twice
+
+
+async def test_lang_takes_the_language_by_name_in_either_language(db: Database) -> None:
+    """`语言 中文`, `lang Chinese`, `lang zh-CN` are what people type; each language's catalog
+    names both (lang.name.*). Inside a dialog the same words switch, never answer."""
+    coach = make_coach(db)
+    for line, said_back in [("语言 中文", "语言：中文。"), ("lang English", "Language: English."),
+                            ("lang 汉语", "语言：中文。"), ("语言 英文", "Language: English."),
+                            ("lang zh-CN", "语言：中文。"), ("lang en_GB", "Language: English.")]:
+        assert said_back in await talk(coach, "li", line), line
+    assert "Languages I speak: en, zh" in await talk(coach, "li", "lang Français")
+    switched = await talk(coach, "li", "intake", "Daqing", "语言 中文")
+    assert "语言：中文。" in switched and "Daqing属于哪个行业" in switched
