@@ -155,7 +155,11 @@ class Found:
     choices: tuple[str, ...] = ()
 
 
-def find_opportunity(session: Session, org_id: uuid.UUID, text: str) -> Found:
+def find_opportunity(session: Session, org_id: uuid.UUID, text: str, *,
+                     prefer_open: bool = False) -> Found:
+    """The opportunity `text` names (its own name or its customer's, exactly, else the names
+    like it). With `prefer_open`, where it could mean several and only some are still in the
+    funnel, those are what it means (`advance daqing` when Daqing's other deal is lost)."""
     candidates = opportunity_candidates(session, org_id)
     key = parsing.normalize_key(text)
     canonical: dict[str, str] = {}
@@ -171,6 +175,10 @@ def find_opportunity(session: Session, org_id: uuid.UUID, text: str) -> Found:
         # names that contain what was typed beat names that merely look alike
         containing = [n for n in near if key and key in parsing.normalize_key(n)]
         ids = list(dict.fromkeys(oid for name in containing or near for oid in by_name[name]))
+    if prefer_open and len(ids) > 1:
+        open_ids = {str(oid) for oid in session.scalars(select(Opportunity.id).where(
+            Opportunity.id.in_([uuid.UUID(i) for i in ids]), Opportunity.stage.in_(OPEN)))}
+        ids = [i for i in ids if i in open_ids] or ids
     if len(ids) == 1:
         return Found(session.get(Opportunity, uuid.UUID(ids[0])))
     return Found(None, tuple(canonical[i] for i in ids))

@@ -24,7 +24,8 @@ def _pick(req: CommandRequest, command: str) -> Opportunity | list[Outbound]:
         if opp is None:
             return [Outbound(req.text("funnel.which", command=command), kind="error")]
         return opp
-    found = funnel.find_opportunity(req.session, req.speaker.org_id, req.arg[:200])
+    found = funnel.find_opportunity(req.session, req.speaker.org_id, req.arg[:200],
+                                    prefer_open=True)  # a closed deal cannot move
     if found.opportunity is not None:
         return found.opportunity
     if found.choices:

@@ -224,6 +224,11 @@ async def test_naming_the_opportunity(coach: Coach) -> None:
     assert "no opportunity called" in await say(coach, "lilei", "advance Nowhere Steel")
     # the customer's name alone finds its only open opportunity
     assert "还有未收回的款项" in await say(coach, "zhangwei", "advance Saibei Cement")
+    # Daqing has a live deal and one kept in touch (closed): a closed deal cannot move, so
+    # the customer's name means the live one
+    daqing = await say(coach, "lilei", "advance daqing")
+    assert "could be" not in daqing and "Office staff uniforms" not in daqing
+    assert "2027 winter down jackets for drilling crews" in daqing
 
 
 # ---- next ---------------------------------------------------------------------------------
