@@ -8,6 +8,7 @@ goes out, and a process killed between two turns resumes at the same question.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import uuid
@@ -177,10 +178,17 @@ class Coach:
             role="admin" if inbound.user_key in self.admins else "rep", known_new=known_new,
         )
 
-    def _ctx(self, speaker: conv.Speaker, now: datetime, lang: str | None = None,
-             candidates: tuple[tuple[str, str], ...] = (),
+    def _ctx(self, session: Session | None, speaker: conv.Speaker, now: datetime,
+             lang: str | None = None, candidates: tuple[tuple[str, str], ...] = (),
              facts: dict[str, object] | None = None) -> FlowContext:
         tz = ZoneInfo(speaker.tz or speaker.org_tz or self.default_tz)
+
+        @functools.cache  # read only when a "which one?" question is asked or answered
+        def suggest(kind: str, scope: str | None) -> tuple[tuple[str, str], ...]:
+            assert session is not None
+            return tuple(funnel.suggestions(session, speaker.org_id, speaker.user_id, kind,
+                                            scope))
+
         return FlowContext(
             now=now.astimezone(tz),
             lang=lang or speaker.lang or speaker.org_lang or self.default_lang,
@@ -188,11 +196,12 @@ class Coach:
             candidates=candidates,
             default_currency=self.default_currency,
             facts=facts or {},
+            suggest=suggest if session is not None else None,
         )
 
     def _greet(self, session: Session, inbound: Inbound, now: datetime) -> Reply:
         speaker = self._speaker(session, inbound, now)
-        ctx = self._ctx(speaker, now)
+        ctx = self._ctx(session, speaker, now)
         out = [Outbound(self.r.text(ctx.lang, "welcome", name=speaker.display_name))]
         current = conv.current_dialog(session, speaker.user_id)
         if current is not None:
@@ -205,7 +214,7 @@ class Coach:
     def _stale(self, session: Session, inbound: Inbound, now: datetime,
                why: str = "stale") -> Reply:
         speaker = self._speaker(session, inbound, now)
-        ctx = self._ctx(speaker, now)
+        ctx = self._ctx(session, speaker, now)
         out = [Outbound(self.r.text(ctx.lang, why), kind="error")]
         current = conv.current_dialog(session, speaker.user_id)
         if current is not None:
@@ -249,7 +258,7 @@ class Coach:
                 return self._start(session, speaker, self.flow_commands[command], now, arg)
             return self._command(session, speaker, inbound, command, arg, now)
         if current is None or (slash and not self._control(word)):
-            ctx = self._ctx(speaker, now)
+            ctx = self._ctx(session, speaker, now)
             if slash or (len(text.split()) == 1 and text.strip()):
                 unknown = Outbound(self.r.text(ctx.lang, "unknown", typed=text.strip()[:80]),
                                    kind="error")
@@ -319,7 +328,7 @@ class Coach:
     def _run(self, session: Session, speaker: conv.Speaker, state: DialogState, text: str,
              now: datetime) -> tuple[Turn, FlowContext]:
         """Advance the engine by one input, with the candidates and facts it needs."""
-        ctx = self._ctx(speaker, now,
+        ctx = self._ctx(session, speaker, now,
                        candidates=self._candidates(session, speaker, state, text))
         uses = bool(self.engine.flows[state.flow].spec.uses)
         if uses:
@@ -390,7 +399,7 @@ class Coach:
         dialog_id = uuid.uuid4()
         if bound and self.engine.flows[flow_id].spec.uses:
             probe = DialogState(flow=flow_id, session_id=str(dialog_id), bound=bound)
-            ctx = self._ctx(speaker, now, ctx.lang,
+            ctx = self._ctx(session, speaker, now, ctx.lang,
                             facts=self._facts(session, speaker, probe, now, ctx))
         turn = self.engine.start(flow_id, session_id=str(dialog_id), ctx=ctx, bound=bound)
         if self.metrics is not None:
@@ -411,18 +420,18 @@ class Coach:
 
     def _start(self, session: Session, speaker: conv.Speaker, flow_id: str,
                now: datetime, arg: str = "") -> Reply:
-        ctx = self._ctx(speaker, now)
+        ctx = self._ctx(session, speaker, now)
         return Reply(tuple(self._open(session, speaker, flow_id, ctx, now, arg=arg)), ctx.lang)
 
     def _command(self, session: Session, speaker: conv.Speaker, inbound: Inbound, name: str,
                  arg: str, now: datetime) -> Reply:
-        ctx = self._ctx(speaker, now)
+        ctx = self._ctx(session, speaker, now)
         request = CommandRequest(session=session, speaker=speaker, inbound=inbound, arg=arg,
                                  ctx=ctx, now=now, renderer=self.r, admins=self.admins)
         return Reply(tuple(self.registry.commands[name].handler(request)), ctx.lang)
 
     def _help(self, speaker: conv.Speaker, now: datetime) -> Reply:
-        ctx = self._ctx(speaker, now)
+        ctx = self._ctx(None, speaker, now)
         commands = [(name, self.r.text(ctx.lang, f"help.cmd.{name}"))
                     for name in self.help_names]
         text = self.r.template("help.j2", ctx.lang, commands=commands)
@@ -432,11 +441,11 @@ class Coach:
               current: conv.OpenDialog | None, now: datetime) -> Reply:
         lang = self.r.language_named(arg)
         if lang is None:
-            ctx = self._ctx(speaker, now)
+            ctx = self._ctx(session, speaker, now)
             bad = self.r.text(ctx.lang, "lang.bad", langs=", ".join(self.r.languages))
             return Reply((Outbound(bad, kind="error"),), ctx.lang)
         conv.set_language(session, speaker.user_id, lang, now)
-        ctx = self._ctx(speaker, now, lang=lang)
+        ctx = self._ctx(session, speaker, now, lang=lang)
         out = [Outbound(self.r.text(lang, "lang.set"))]
         if current is not None:
             out.extend(self.engine.ask(DialogState.from_json(current.state), ctx))
@@ -444,7 +453,7 @@ class Coach:
 
     def _resume(self, session: Session, speaker: conv.Speaker, arg: str,
                 now: datetime) -> Reply:
-        ctx = self._ctx(speaker, now)
+        ctx = self._ctx(session, speaker, now)
         dialogs = conv.open_dialogs(session, speaker.user_id)
         if not dialogs:
             return Reply((Outbound(self.r.text(ctx.lang, "resume.none")),), ctx.lang)

@@ -55,6 +55,20 @@ class FlowContext(TurnContext):
     taken: frozenset[str] = frozenset()
 
 
+# the "which one?" questions that offer the asker's likely rows to tap (a contact question
+# may also name someone new, so it is typed)
+SUGGESTED_TYPES = frozenset({"account", "opportunity", "invoice"})
+_SCOPE_OF = {"contact": "account", "opportunity": "account", "invoice": "opportunity"}
+
+
+def _reference_scope(kind: str, state: DialogState) -> str | None:
+    """The id of the row a reference question is limited to (a contact or an opportunity of
+    the bound account, an invoice of the bound opportunity), when the dialog has bound one."""
+    scope = _SCOPE_OF.get(kind)
+    bound = state.bound.get(scope) if scope else None
+    return bound["id"] if bound else None
+
+
 def facts_of(ctx: TurnContext) -> Mapping[str, Any]:
     return ctx.facts if isinstance(ctx, FlowContext) else {}
 
@@ -252,10 +266,7 @@ class Engine:
         if waiting is None or waiting[1].type not in REFERENCE_TYPES:
             return None
         kind = waiting[1].type
-        scope = {"contact": "account", "opportunity": "account",
-                 "invoice": "opportunity"}.get(kind)
-        bound = state.bound.get(scope) if scope else None
-        return (kind, bound["id"] if bound else None)
+        return (kind, _reference_scope(kind, state))
 
     def is_option(self, state: DialogState, text: str) -> bool:
         """Whether `text` names one of the options of the question waiting (so a word like
@@ -681,6 +692,7 @@ class Engine:
         assert step is not None
         if len(raw) > 200:
             return self._reask(flow, state, ctx, "err.too_long", length=len(raw), limit=200)
+        raw = self._suggested(step.type, state, raw, ctx)
         # a row may come with several names (an opportunity: its own, its customer's); the
         # first is what it is called
         canonical: dict[str, str] = {}
@@ -719,6 +731,20 @@ class Engine:
         if step.allow_new:
             return self._accept(flow, state, slot, {"id": None, "name": raw}, ctx)
         return self._reask(flow, state, ctx, f"ref.none_{step.type}", typed=raw)
+
+    @staticmethod
+    def _suggested(kind: str, state: DialogState, raw: str, ctx: TurnContext) -> str:
+        """A number typed for a suggested row ("2" in the terminal) is that row's name, unless
+        some row is called just that."""
+        if (ctx.suggest is None or kind not in SUGGESTED_TYPES or not raw.isascii()
+                or not raw.isdigit()):
+            return raw
+        key = parsing.normalize_key(raw)
+        if any(parsing.normalize_key(name) == key for _id, name in ctx.candidates):
+            return raw
+        shown = ctx.suggest(kind, _reference_scope(kind, state))
+        n = int(raw)
+        return shown[n - 1][1] if 1 <= n <= len(shown) else raw
 
     def _answer_pending(self, flow: Flow, state: DialogState, raw: str, word: str | None,
                         ctx: TurnContext) -> Turn:
@@ -1029,6 +1055,11 @@ class Engine:
             if step.type in OPTION_TYPES or step.type == "yes_no":
                 options = tuple(Option(o.value, o.label(lang)) for o in flow.options_for(step))
                 multi = step.type == "multi_choice"
+            elif step.type in SUGGESTED_TYPES and ctx.suggest is not None:
+                # the rows the asker most likely means, to tap (their names answer it)
+                # labels are markup like the flows' own; a name is the user's text
+                options = tuple(Option(name, str(escape(name))) for _id, name in
+                                ctx.suggest(step.type, _reference_scope(step.type, state)))
             hint = self._hint(step, lang)
             if slot.key in state.answers and state.answers[slot.key] is not None:
                 current = self._display(flow, step, state.answers[slot.key], lang)

@@ -7,6 +7,7 @@ and `*bold*`; the console strips the tags and unescapes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -90,6 +91,9 @@ class TurnContext:
     candidates: tuple[tuple[str, str], ...] = ()
     default_currency: str = "CNY"
     extras: dict[str, str] = field(default_factory=dict)
+    # what a "which one?" question offers to tap: suggest(kind, scope) -> (id, name) pairs,
+    # the same list when asked and when answered ("1" is the first); None: nothing offered
+    suggest: Callable[[str, str | None], Sequence[tuple[str, str]]] | None = None
 
     @property
     def today(self) -> date:

@@ -114,6 +114,40 @@ def opportunity_candidates(session: Session, org_id: uuid.UUID,
     return out
 
 
+SUGGESTED = 6  # rows a "which one?" question offers to tap
+
+
+def suggestions(session: Session, org_id: uuid.UUID, user_id: uuid.UUID, kind: str,
+                scope: str | None, *, limit: int = SUGGESTED) -> list[tuple[str, str]]:
+    """(id, name) of the rows a "which one?" question offers the asker: their open
+    opportunities, most urgent first (next step due soonest, then the most recently active);
+    their accounts, most recently changed first; open invoices of their deals, earliest due
+    first. Within the account or opportunity the dialog has bound, when it has one."""
+    query: Any
+    if kind == "opportunity":
+        query = (select(Opportunity.id, Opportunity.name)
+                 .where(Opportunity.org_id == org_id, Opportunity.owner_id == user_id,
+                        Opportunity.stage.in_(OPEN))
+                 .order_by(Opportunity.next_step_due.asc().nulls_last(),
+                           Opportunity.last_activity_at.desc().nulls_last(), Opportunity.id))
+        if scope is not None:
+            query = query.where(Opportunity.account_id == uuid.UUID(scope))
+    elif kind == "account":
+        query = (select(Account.id, Account.name)
+                 .where(Account.org_id == org_id, Account.owner_id == user_id)
+                 .order_by(Account.updated_at.desc(), Account.id))
+    elif kind == "invoice":
+        query = (select(Invoice.id, Invoice.number)
+                 .join(Opportunity, Opportunity.id == Invoice.opportunity_id)
+                 .where(Invoice.org_id == org_id, Invoice.status == "open")
+                 .order_by(Invoice.due_on, Invoice.number))
+        query = query.where(Invoice.opportunity_id == uuid.UUID(scope)) if scope is not None \
+            else query.where(Opportunity.owner_id == user_id)
+    else:
+        return []
+    return [(str(rid), name) for rid, name in session.execute(query.limit(limit))]
+
+
 def row_exists(session: Session, table_name: str, row_id: str) -> bool:
     table = Opportunity.metadata.tables[table_name]
     return session.execute(select(table.c.id).where(

@@ -333,3 +333,25 @@ async def test_facts_about_an_opportunity(db: Database) -> None:
     assert invoice["owed"] == "520,000 CNY" and invoice["days_overdue"] == 120
     assert invoice["rungs_done"] == ["phone_gentle", "phone_focused", "dunning_letter", "visit"]
     assert invoice["suggested_rung"] == "compromise"  # one above the visit already made
+
+
+async def test_which_opportunity_offers_the_reps_open_deals_most_urgent_first(
+        coach: Coach) -> None:
+    """`spin` asks which opportunity with the rep's own open deals to tap or number (next
+    step due soonest first); other reps' deals and closed ones are not offered."""
+    reply = await coach.handle(Inbound(platform="console", org_key="demo", user_key="lilei",
+                                       text="spin", user_name="lilei"))
+    question = reply.messages[-1]
+    assert "Which opportunity (or customer)?" in question.text
+    assert [o.value for o in question.options] == [
+        "Executive wool coats and down jackets",        # next step due 2026-11-29
+        "2027 winter down jackets for drilling crews",  # due 2026-12-01
+        "Branch staff winter uniforms"]
+    assert "no opportunity called “9”" in await say(coach, "lilei", "9")
+    assert "Question 1 for 2027 winter down jackets for drilling crews" in await say(
+        coach, "lilei", "2")
+    # a typed name still works, and a number is a number only for what was offered
+    await say(coach, "lilei", "cancel")
+    await say(coach, "lilei", "spin")
+    assert "Question 1 for Branch staff winter uniforms" in await say(
+        coach, "lilei", "branch staff winter uniforms")

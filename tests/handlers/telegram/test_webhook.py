@@ -6,6 +6,7 @@ import asyncio
 import base64
 import logging
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from dialogs.messages import Outbound
 from store.db import Database
 from store.models import Account, Identity, ProcessedEvent, User
 from tests import scenarios as sc
+from tests.conversation_checks import START
 from tests.handlers.telegram.harness import Driver, Harness, running, shown
 from tests.handlers.test_console import answers_before
 
@@ -351,3 +353,30 @@ async def test_a_wrong_token_or_missing_secret_fails_at_start_saying_what_to_fix
         app.settings.telegram_webhook_secret = None
         with pytest.raises(TelegramConfigError, match="TELEGRAM_WEBHOOK_SECRET is not"):
             TelegramFrontEnd(app)
+
+
+async def test_which_customer_offers_the_reps_own_customers_as_buttons(db: Database) -> None:
+    """"At which customer?" comes with the rep's customers to tap (most recently changed
+    first); a tap answers it like the typed name, and the question shows the choice."""
+    async with running(db) as h:
+        user = h.api.user(REP)
+        await h.post(h.api.message_update(user, "/start"))
+
+        def accounts(session: Session) -> None:
+            me = session.scalars(select(User)).one()
+            for n, name in enumerate(["Daqing Oilfield", "Beijing Bus Group <b>&</b>"]):
+                session.add(Account(org_id=me.org_id, owner_id=me.id, name=name,
+                                    name_key=name.casefold(),
+                                    updated_at=START + timedelta(days=n)))
+
+        await db.run(accounts)
+        await h.post(h.api.message_update(user, "/contact"))
+        question = h.api.last_message(REP)
+        assert "[1/11] At which customer?" in shown(question)
+        labels = [b["text"] for b in h.api.buttons(question)]
+        assert labels[:2] == ["Beijing Bus Group <b>&</b>", "Daqing Oilfield"], labels
+        await h.post(h.api.tap(user, question, "Beijing Bus Group <b>&</b>"))
+        [edit] = h.api.calls_to("editMessageText")
+        assert edit.params["text"].endswith(
+            "\n\n→ <b>Beijing Bus Group &lt;b&gt;&amp;&lt;/b&gt;</b>")
+        assert "[2/11] The contact's name?" in texts(h)[-1]
