@@ -669,7 +669,9 @@ class Engine:
         if kind == "yes_no":
             return parsing.parse_yes_no(raw)
         if kind in OPTION_TYPES:
-            opts = [(o.value, (o.en, o.zh, o.value)) for o in flow.options_for(step)]
+            # the asker's language first: an error names the options as they were shown
+            opts = [(o.value, (o.label(ctx.lang), o.en, o.zh, o.value))
+                    for o in flow.options_for(step)]
             if kind == "choice":
                 return parsing.parse_choice(raw, opts)
             return parsing.parse_multi_choice(raw, opts)

@@ -226,3 +226,13 @@ async def test_lang_takes_the_language_by_name_in_either_language(db: Database) 
     assert "Languages I speak: en, zh" in await talk(coach, "li", "lang Français")
     switched = await talk(coach, "li", "intake", "Daqing", "语言 中文")
     assert "语言：中文。" in switched and "Daqing属于哪个行业" in switched
+
+
+async def test_a_wrong_choice_names_the_options_in_the_askers_language(db: Database) -> None:
+    """The re-ask after a bad pick lists the options as they were shown: in Chinese for a
+    Chinese rep (it listed the English labels)."""
+    coach = make_coach(db)
+    zh = await talk(coach, "li", "语言 中文", "建档", "大庆油田", "99")
+    assert "请回复 1 到" in zh and "石油石化" in zh and "Oil & gas" not in zh
+    english = await talk(coach, "li", "lang en", "cancel", "intake", "Daqing", "99")
+    assert "Please reply with a number from 1 to" in english and "Oil &amp; gas" in english
