@@ -184,8 +184,10 @@ class Coach:
         tz = ZoneInfo(speaker.tz or speaker.org_tz or self.default_tz)
 
         @functools.cache  # read only when a "which one?" question is asked or answered
-        def suggest(kind: str, scope: str | None) -> tuple[tuple[str, str], ...]:
+        def suggest(kind: str, scope: str | None, via: str | None) -> tuple[tuple[str, str], ...]:
             assert session is not None
+            if kind == "contact" and scope is None and via is not None:
+                scope = funnel.contact_account(session, via)  # the opportunity's customer
             return tuple(funnel.suggestions(session, speaker.org_id, speaker.user_id, kind,
                                             scope))
 

@@ -56,9 +56,23 @@ class FlowContext(TurnContext):
 
 
 # the "which one?" questions that offer the asker's likely rows to tap (a contact question
-# may also name someone new, so it is typed)
-SUGGESTED_TYPES = frozenset({"account", "opportunity", "invoice"})
+# that may also name someone new is typed)
+SUGGESTED_TYPES = frozenset({"account", "contact", "opportunity", "invoice"})
 _SCOPE_OF = {"contact": "account", "opportunity": "account", "invoice": "opportunity"}
+
+
+def _offers(step: StepDef) -> bool:
+    return step.type in SUGGESTED_TYPES and not (step.type == "contact" and step.allow_new)
+
+
+def _suggestions(ctx: TurnContext, kind: str, state: DialogState) -> Sequence[tuple[str, str]]:
+    """What `ctx.suggest` offers for a reference question of `kind` in `state`: limited to the
+    bound account or opportunity; contacts, when only an opportunity is bound, to its
+    customer's (the host looks that up)."""
+    assert ctx.suggest is not None
+    scope = _reference_scope(kind, state)
+    via = state.bound.get("opportunity") if kind == "contact" and scope is None else None
+    return ctx.suggest(kind, scope, via["id"] if via else None)
 
 
 def _reference_scope(kind: str, state: DialogState) -> str | None:
@@ -694,7 +708,7 @@ class Engine:
         assert step is not None
         if len(raw) > 200:
             return self._reask(flow, state, ctx, "err.too_long", length=len(raw), limit=200)
-        raw = self._suggested(step.type, state, raw, ctx)
+        raw = self._suggested(step, state, raw, ctx)
         # a row may come with several names (an opportunity: its own, its customer's); the
         # first is what it is called
         canonical: dict[str, str] = {}
@@ -735,16 +749,15 @@ class Engine:
         return self._reask(flow, state, ctx, f"ref.none_{step.type}", typed=raw)
 
     @staticmethod
-    def _suggested(kind: str, state: DialogState, raw: str, ctx: TurnContext) -> str:
+    def _suggested(step: StepDef, state: DialogState, raw: str, ctx: TurnContext) -> str:
         """A number typed for a suggested row ("2" in the terminal) is that row's name, unless
         some row is called just that."""
-        if (ctx.suggest is None or kind not in SUGGESTED_TYPES or not raw.isascii()
-                or not raw.isdigit()):
+        if ctx.suggest is None or not _offers(step) or not raw.isascii() or not raw.isdigit():
             return raw
         key = parsing.normalize_key(raw)
         if any(parsing.normalize_key(name) == key for _id, name in ctx.candidates):
             return raw
-        shown = ctx.suggest(kind, _reference_scope(kind, state))
+        shown = _suggestions(ctx, step.type, state)
         n = int(raw)
         return shown[n - 1][1] if 1 <= n <= len(shown) else raw
 
@@ -1057,11 +1070,11 @@ class Engine:
             if step.type in OPTION_TYPES or step.type == "yes_no":
                 options = tuple(Option(o.value, o.label(lang)) for o in flow.options_for(step))
                 multi = step.type == "multi_choice"
-            elif step.type in SUGGESTED_TYPES and ctx.suggest is not None:
-                # the rows the asker most likely means, to tap (their names answer it)
-                # labels are markup like the flows' own; a name is the user's text
-                options = tuple(Option(name, str(escape(name))) for _id, name in
-                                ctx.suggest(step.type, _reference_scope(step.type, state)))
+            elif _offers(step) and ctx.suggest is not None:
+                # the rows the asker most likely means, to tap (their names answer it);
+                # labels are markup like the flows' own, and a name is the user's text
+                options = tuple(Option(name, str(escape(name)))
+                                for _id, name in _suggestions(ctx, step.type, state))
             hint = self._hint(step, lang)
             if slot.key in state.answers and state.answers[slot.key] is not None:
                 current = self._display(flow, step, state.answers[slot.key], lang)
@@ -1149,8 +1162,11 @@ class Engine:
 
     def _hint(self, step: StepDef, lang: str) -> Markup | None:
         parts: list[Markup] = []
-        if step.type in ("money", "date", "number", "multi_choice", "account", "contact"):
+        if step.type in ("money", "date", "number", "multi_choice", "account"):
             parts.append(self.r.text(lang, f"hint.{step.type}"))
+        elif step.type == "contact":
+            parts.append(self.r.text(lang, "hint.contact" if step.allow_new
+                                     else "hint.contact_known"))
         if step.type == "rating":
             parts.append(self.r.text(lang, "hint.rating", low=step.low, high=step.high))
         if step.optional:

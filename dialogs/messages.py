@@ -91,9 +91,10 @@ class TurnContext:
     candidates: tuple[tuple[str, str], ...] = ()
     default_currency: str = "CNY"
     extras: dict[str, str] = field(default_factory=dict)
-    # what a "which one?" question offers to tap: suggest(kind, scope) -> (id, name) pairs,
-    # the same list when asked and when answered ("1" is the first); None: nothing offered
-    suggest: Callable[[str, str | None], Sequence[tuple[str, str]]] | None = None
+    # what a "which one?" question offers to tap: suggest(kind, scope id, opportunity id)
+    # -> (id, name) pairs, the same list when asked and when answered ("1" is the first);
+    # the opportunity is given for contacts when no account is bound. None: nothing offered
+    suggest: Callable[[str, str | None, str | None], Sequence[tuple[str, str]]] | None = None
 
     @property
     def today(self) -> date:

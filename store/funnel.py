@@ -121,8 +121,9 @@ def suggestions(session: Session, org_id: uuid.UUID, user_id: uuid.UUID, kind: s
                 scope: str | None, *, limit: int = SUGGESTED) -> list[tuple[str, str]]:
     """(id, name) of the rows a "which one?" question offers the asker: their open
     opportunities, most urgent first (next step due soonest, then the most recently active);
-    their accounts, most recently changed first; open invoices of their deals, earliest due
-    first. Within the account or opportunity the dialog has bound, when it has one."""
+    their accounts, most recently changed first; the contacts at a customer, most recently
+    changed first; open invoices of their deals, earliest due first. Within the account or
+    opportunity the dialog has bound, when it has one."""
     query: Any
     if kind == "opportunity":
         query = (select(Opportunity.id, Opportunity.name)
@@ -136,6 +137,12 @@ def suggestions(session: Session, org_id: uuid.UUID, user_id: uuid.UUID, kind: s
         query = (select(Account.id, Account.name)
                  .where(Account.org_id == org_id, Account.owner_id == user_id)
                  .order_by(Account.updated_at.desc(), Account.id))
+    elif kind == "contact":
+        if scope is None:
+            return []
+        query = (select(Contact.id, Contact.name)
+                 .where(Contact.org_id == org_id, Contact.account_id == uuid.UUID(scope))
+                 .order_by(Contact.updated_at.desc(), Contact.id))
     elif kind == "invoice":
         query = (select(Invoice.id, Invoice.number)
                  .join(Opportunity, Opportunity.id == Invoice.opportunity_id)
@@ -479,9 +486,12 @@ def _opportunity_facts(session: Session, opp: Opportunity, today: date) -> dict[
         },
         "account": {
             "name": account.name, "industry": account.industry or "",
-            "nature": account.nature or "", "size": account.size_employees or 0,
+            "nature": account.nature or "",
+            # shown in texts as counts: 200,000 people, 18,000 pieces (not 18000.00)
+            "size": f"{account.size_employees:,}" if account.size_employees else "",
             "business": account.business or "",
-            "last_qty": str(account.last_purchase_qty or ""),
+            "last_qty": f"{account.last_purchase_qty.normalize():,f}"
+            if account.last_purchase_qty else "",
             "satisfaction": account.last_purchase_satisfaction or 0,
         },
         "contacts": contacts,

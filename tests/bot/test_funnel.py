@@ -25,7 +25,7 @@ from bot.method import next_view, spin_feedback
 from dialogs.messages import Inbound
 from store import funnel
 from store.db import Database
-from store.models import Activity, BuyingSignal, Contact, Invoice, Opportunity, Payment
+from store.models import Activity, BuyingSignal, Contact, Invoice, Opportunity, Payment, SpinEntry
 
 START = datetime.fromisoformat("2026-11-27T09:00:00+08:00")
 TODAY = date(2026, 11, 27)
@@ -355,3 +355,36 @@ async def test_which_opportunity_offers_the_reps_open_deals_most_urgent_first(
     await say(coach, "lilei", "spin")
     assert "Question 1 for Branch staff winter uniforms" in await say(
         coach, "lilei", "branch staff winter uniforms")
+
+
+async def test_spin_ideas_show_counts_as_counts(coach: Coach) -> None:
+    """The customer's head count and last purchase read 200,000 and 18,000 (not 18000.00)."""
+    await say(coach, "lilei", "spin")
+    await say(coach, "lilei", "2027 winter down jackets for drilling crews")
+    ideas = await say(coach, "lilei", "S")
+    assert "200,000" in ideas and "18,000" in ideas and "18000.00" not in ideas
+
+
+async def test_which_contact_offers_the_customers_contacts(coach: Coach) -> None:
+    """In the SPIN dialog "which contact did you ask?" (no new contact here, and the hint
+    says so) offers the opportunity's customer's contacts; "2" is the second."""
+    for line in ("spin", "2027 winter down jackets for drilling crews", "S",
+                 "How many crews work outdoors?"):
+        await say(coach, "lilei", line)
+    reply = await coach.handle(Inbound(platform="console", org_key="demo", user_key="lilei",
+                                       text="About 40 crews", user_name="lilei"))
+    question = reply.messages[-1]
+    assert "a contact recorded at this customer" in question.text
+    assert "a new name adds a contact" not in question.text
+    names = [o.value for o in question.options]
+    assert sorted(names) == ["刘建国 (Liu Jianguo)", "周强 (Zhou Qiang)", "孙丽 (Sun Li)",
+                             "马红 (Ma Hong)"]
+    assert "[6/6]" in await say(coach, "lilei", "2")
+
+    def asked(session: Session) -> str | None:
+        contact_id = session.scalars(select(SpinEntry.contact_id).order_by(
+            SpinEntry.created_at.desc())).first()
+        contact = session.get(Contact, contact_id) if contact_id else None
+        return contact.name if contact else None
+
+    assert await coach.db.run(asked) == names[1]
