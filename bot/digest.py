@@ -32,6 +32,7 @@ from dialogs.messages import Attachment, Mention, Outbound
 from dialogs.render import Renderer
 from store.db import Database
 from store.enums import InvoiceStatus, OutboxStatus, Role
+from store.funnel import money_text
 from store.models import (
     Account,
     Activity,
@@ -91,7 +92,7 @@ class DigestData:
 
 
 def _money(amounts: dict[str, Decimal]) -> str:
-    parts = [f"{amount:,.0f} {cur}".strip() for cur, amount in sorted(amounts.items()) if amount]
+    parts = [money_text(amount, cur) for cur, amount in sorted(amounts.items()) if amount]
     return " + ".join(parts) or "—"
 
 
@@ -236,7 +237,7 @@ def org_snapshot(session: Session, org_id: uuid.UUID, now: datetime) -> OrgSnaps
         overdue.append({"number": inv.number, "account": inv.name, "amount": outstanding,
                         "currency": inv.currency, "days": days, "owner_id": inv.owner_id,
                         "rung": rules.ladder_days[due_index][0] if due_index >= 0 else None,
-                        "amount_text": f"{outstanding:,.2f} {inv.currency}",
+                        "amount_text": money_text(outstanding, inv.currency),
                         "urgency": days / 15 * (2 if outstanding >= rules.large_amount else 1)})
 
     # since yesterday: entering a stage (advanced, won, lost) and new opportunities

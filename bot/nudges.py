@@ -40,6 +40,7 @@ from bot.rules import FUNNEL, LADDER, Rules, zone
 from dialogs.messages import Mention, Option, Outbound
 from dialogs.render import Renderer
 from store.enums import InvoiceStatus, NudgeStatus, SubjectType
+from store.funnel import money_text
 from store.models import (
     Account,
     CollectionAction,
@@ -397,9 +398,7 @@ def raise_nudges(session: Session, org_id: uuid.UUID, dues: Sequence[Due],
 
 
 def _fmt_amount(amount: Decimal | None, currency: str | None) -> str:
-    if amount is None:
-        return ""
-    return f"{amount:,.2f} {currency or ''}".strip()
+    return "" if amount is None else money_text(amount, currency or "")
 
 
 def render_nudge(renderer: Renderer, lang: str, items: Sequence[tuple[uuid.UUID, Due]],

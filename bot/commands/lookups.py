@@ -39,6 +39,7 @@ from store.analytics import (
     team_report,
 )
 from store.enums import OPEN_STAGES, BuyingRole, InvoiceStatus, Role
+from store.funnel import money_text
 from store.models import (
     Account,
     BuyingSignal,
@@ -96,11 +97,8 @@ def _label(req: CommandRequest, group: str, code: str | None) -> str:
 
 
 def money(amount: Decimal | None, currency: str | None) -> str:
-    if amount is None:
-        return "—"
-    value = Decimal(amount)
-    text = f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,.2f}"
-    return f"{currency} {text}" if currency else text
+    """As everywhere else (store.funnel.money_text): 1,200,000 CNY; "—" for none."""
+    return "—" if amount is None else money_text(Decimal(amount), currency or "")
 
 
 def _amounts(sums: dict[str, Decimal]) -> str:

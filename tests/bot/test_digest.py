@@ -70,7 +70,7 @@ async def test_manager_digest_content(db: Database) -> None:
         "new (1): Office coats",
         "Bus uniforms — Daqing Oilfield · 3 · dig out needs · 25 d (@Zhang)",
         "1–15 d: 1 · 114,000 CNY", "16–30 d: 1 · 86,000 CNY", "90+ d: 1 · 520,000 CNY",
-        "Largest overdue: INV-95 — Daqing Oilfield, 520,000.00 CNY, 95 d",
+        "Largest overdue: INV-95 — Daqing Oilfield, 520,000 CNY, 95 d",
         "Zhang: no activity logged this week; no Implication questions logged this week",
         "Li: no activity logged this week; 1 opportunity advanced past step 3 without the "
         "decision maker met",

@@ -46,12 +46,12 @@ async def test_account_card_by_chinese_name_and_typo(coach: Coach) -> None:
         assert card.startswith("中石化北京石油分公司 (Sinopec Beijing)"), query
     assert "Owner: Rep1" in card
     assert "Funnel step: 3 · Dig out needs" in card
-    assert "Winter jackets 2027" in card and "CNY 1,200,000" in card
+    assert "Winter jackets 2027" in card and "1,200,000 CNY" in card
     assert "Health:" in card
     # key contacts by buying role, with relationship stage and style
     assert card.index("Decision maker: 王海 (Wang Hai)") < card.index("Evaluator: 李娜 (Li Na)")
     assert "王海 (Wang Hai) · trust · owl · mid-level insider" in card
-    assert "AC-001: CNY 300,000 — 20 days overdue" in card
+    assert "AC-001: 300,000 CNY — 20 days overdue" in card
     assert "Insider reached: mid-level insider" in card
 
 
@@ -151,7 +151,7 @@ async def test_pipeline_scopes_and_sorting(coach: Coach) -> None:
     team = text_of(await ask(coach, "manager", "pipeline team"))
     assert "Winter jackets 2027" in team and "Drilling crew parkas" in team
     assert "Drivers' uniforms" not in team
-    assert "Total: 2 open, CNY 8,000,000" in team
+    assert "Total: 2 open, 8,000,000 CNY" in team
     by_health = text_of(await ask(coach, "manager", "pipeline team health"))
     assert "lowest health first" in by_health
     one = text_of(await ask(coach, "manager", "pipeline @rep2"))
@@ -181,15 +181,15 @@ async def test_stalled_and_overdue_on_the_demo_company(db: Database) -> None:
     assert "Stalled — your team: 5" in stalled
     assert "26 days without activity (limit 21); next step 5 days overdue" in stalled
     overdue = text_of(await ask(coach, "wangfang", "overdue", org="demo"))
-    assert "1-15 days: CNY 114,000 (1)" in overdue
-    assert "90+ days: CNY 520,000 (1)" in overdue
-    assert "Total overdue: CNY 1,820,000 in 5 invoices" in overdue
-    assert ("YY-2026-0112 塞北水泥厂 (Saibei Cement Plant) — CNY 580,000 · 45 days overdue"
+    assert "1-15 days: 114,000 CNY (1)" in overdue
+    assert "90+ days: 520,000 CNY (1)" in overdue
+    assert "Total overdue: 1,820,000 CNY in 5 invoices" in overdue
+    assert ("YY-2026-0112 塞北水泥厂 (Saibei Cement Plant) — 580,000 CNY · 45 days overdue"
             in overdue)
     assert "last action: dunning letter" in overdue
     mine = text_of(await ask(coach, "lilei", "overdue", org="demo"))
     assert "YY-2026-0105" in mine and "YY-2026-0101" not in mine
-    assert "Total overdue: CNY 86,000 in 1 invoices" in mine
+    assert "Total overdue: 86,000 CNY in 1 invoices" in mine
 
 
 async def test_analytics_for_a_manager_compares_reps_with_the_team(db: Database) -> None:

@@ -136,7 +136,7 @@ async def test_overdue_invoice_names_everything_and_the_next_rung(db: Database) 
     posts = {p.messages[0].text.split("</code>")[0].rsplit(">", 1)[-1]: p for p in result.posts}
     post = posts["INV-1"]
     text = str(post.messages[0].text)
-    for part in ("INV-1", "Daqing Oilfield", "80,000.00 CNY", "20 days overdue",
+    for part in ("INV-1", "Daqing Oilfield", "80,000 CNY", "20 days overdue",
                  "a gentle reminder call", "a focused collection call", "@Li"):
         assert part in text, part
     assert post.messages[0].mentions == (Mention("slack", "U_LI", "Li"),)
