@@ -286,9 +286,10 @@ async def test_spinmix_of_an_opportunity_follows_the_permission_matrix(
 async def test_spinmix_in_chinese_and_in_the_help(spin_coach: Coach) -> None:
     await ask(spin_coach, "manager", "lang zh")
     card = text_of(await ask(spin_coach, "manager", "提问结构 团队"))
-    assert card.startswith("SPIN 提问结构 —— 你的团队,最近 30 天")
-    assert "Rep2(共 4 个问题):S 1(25%)· P 1(25%)· I 1(25%)· N 1(25%) — 提问结构良好" in card
-    assert "团队(共 7 个问题)" in card
+    assert card.startswith("SPIN 提问结构 —— 你的团队，最近 30 天")
+    assert ("Rep2（共 4 个问题）：S 1（25%）· P 1（25%）· I 1（25%）· N 1（25%）"
+            " — 提问结构良好") in card
+    assert "团队（共 7 个问题）" in card
     helped = text_of(await ask(spin_coach, "manager", "help"))
     assert "提问结构 冬装" in helped
     await ask(spin_coach, "rep1", "lang en")

@@ -298,7 +298,7 @@ def test_cli_export_then_import_and_report_problems(db: Database, database_url: 
     result = runner.invoke(cli, ["import", "accounts", str(bad), "--org", "demo",
                                  "--user", "lilei", "--lang", "zh"])
     assert result.exit_code == 1
-    assert "第 2 行,“industry”列" in result.output and "没有保存任何内容" in result.output
+    assert "第 2 行，“industry”列" in result.output and "没有保存任何内容" in result.output
     result = runner.invoke(cli, ["import", "accounts", str(bad), "--org", "demo",
                                  "--user", "lilei", "--partial"])
     assert result.exit_code == 1 and "Saved the good rows" in result.output
