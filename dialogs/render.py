@@ -20,6 +20,8 @@ from dialogs.errors import FlowError
 
 LOCALES_DIR = Path(__file__).with_name("locales")
 TEMPLATES_DIR = Path(__file__).with_name("templates")
+# after a label in templates ("Owner: Li Lei" / "负责人：李雷"): Chinese takes the full-width mark
+COLONS = {"zh": "："}
 
 
 def load_catalogs(directory: Path = LOCALES_DIR) -> dict[str, dict[str, str]]:
@@ -132,4 +134,4 @@ class Renderer:
         if tpl is None:
             tpl = self._compiled[name] = self.env.get_template(name)
         return Markup(tpl.render(lang=lang, t=lambda key, **kw: self.text(lang, key, **kw),
-                                 **params).strip())
+                                 colon=COLONS.get(lang, ": "), **params).strip())

@@ -166,8 +166,8 @@ async def test_pipeline_scopes_and_sorting(coach: Coach) -> None:
 async def test_zh_card_and_command_aliases(coach: Coach) -> None:
     await ask(coach, "rep1", "lang zh")
     card = text_of(await ask(coach, "rep1", "客户 中石化"))
-    assert "漏斗阶段: 3 · 挖掘需求" in card
-    assert "决策者: 王海 (Wang Hai)" in card
+    assert "漏斗阶段：3 · 挖掘需求" in card
+    assert "决策者：王海 (Wang Hai)" in card
     assert "信赖 · 猫头鹰 · 中级内线" in card
     assert "逾期 20 天" in card
 
