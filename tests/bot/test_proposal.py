@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from docx import Document
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot import proposal as doc
@@ -39,6 +39,7 @@ from store.models import (
     SpinEntry,
     SwotEntry,
 )
+from tests.sql_log import statements_run
 
 NOW = datetime(2026, 11, 27, 9, tzinfo=UTC)
 SECRET = "Daughter starts university in Harbin; plays badminton on Thursdays"
@@ -364,17 +365,8 @@ async def test_gathering_takes_the_same_few_queries_whatever_the_row_counts(
                                                  contacts=20, spin=50, fab=10))
 
     def queries(session: Session, opp_id: uuid.UUID) -> tuple[int, doc.ProposalData | None]:
-        seen: list[str] = []
-        connection = session.connection()
-
-        def count(*args: Any) -> None:
-            seen.append(args[2])
-
-        event.listen(connection, "before_cursor_execute", count)
-        try:
+        with statements_run(session) as seen:
             data = doc.gather(session, ids.org, opp_id)
-        finally:
-            event.remove(connection, "before_cursor_execute", count)
         return len(seen), data
 
     n_small, _ = await db.run(queries, small)

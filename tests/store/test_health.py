@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, date, datetime
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.demo import demo_id, load_demo
@@ -20,6 +20,7 @@ from store.health import (
     health_of_rows,
 )
 from store.models import Contact, Opportunity
+from tests.sql_log import statements_run
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
@@ -121,17 +122,8 @@ async def test_health_of_many_uses_a_fixed_number_of_queries(db: Database) -> No
     summary = await db.run(load_demo, now=NOW)
 
     def count(session: Session) -> int:
-        statements: list[str] = []
-
-        def seen(*args: object) -> None:
-            statements.append(str(args[2]))
-
-        engine = session.get_bind()
-        event.listen(engine, "before_cursor_execute", seen)
-        try:
+        with statements_run(session) as statements:
             result = health_of(session, summary.org_id, select(Opportunity.id), now=NOW)
-        finally:
-            event.remove(engine, "before_cursor_execute", seen)
         assert len(result) == 8
         return len(statements)
 
@@ -149,17 +141,8 @@ async def test_health_of_loaded_rows_equals_health_by_ids_with_fewer_queries(
         opps = session.execute(select(Opportunity)).scalars().all()
         people = session.execute(select(Contact)).scalars().all()
         by_ids = health_of_ids(session, summary.org_id, [o.id for o in opps], now=NOW)
-        statements: list[str] = []
-
-        def seen(*args: object) -> None:
-            statements.append(str(args[2]))
-
-        engine = session.get_bind()
-        event.listen(engine, "before_cursor_execute", seen)
-        try:
+        with statements_run(session) as statements:
             by_rows = health_of_rows(session, summary.org_id, opps, contacts=people, now=NOW)
-        finally:
-            event.remove(engine, "before_cursor_execute", seen)
         return by_ids, by_rows, len(statements)
 
     by_ids, by_rows, queries = await db.run(both)

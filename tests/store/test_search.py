@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from store.db import Database
@@ -16,6 +16,7 @@ from store.search import (
     search_contacts,
     search_opportunities,
 )
+from tests.sql_log import statements_run
 from tests.store.lookups_data import NOW, ORG, build, uid
 
 
@@ -120,17 +121,8 @@ def test_score_prefers_exact_then_substring_then_close() -> None:
 
 def _statements(session: Session, query: str) -> tuple[list[str], list[str]]:
     """The names found for `query` by an admin and the SQL statements the search ran."""
-    statements: list[str] = []
-
-    def seen(*args: object) -> None:
-        statements.append(str(args[2]))
-
-    engine = session.get_bind()
-    event.listen(engine, "before_cursor_execute", seen)
-    try:
+    with statements_run(session) as statements:
         names = _names(session, "admin", query)
-    finally:
-        event.remove(engine, "before_cursor_execute", seen)
     return names, [s for s in statements if "FROM users" not in s]  # the viewer's team
 
 
