@@ -14,7 +14,7 @@ from dialogs.engine import Engine
 from dialogs.flow import load_flows
 from dialogs.render import Renderer
 from store.db import Database
-from store.records import table_columns
+from store.records import json_keys, table_columns
 
 
 @dataclass
@@ -38,7 +38,8 @@ class App:
 def build_engine() -> tuple[Renderer, Engine]:
     """Load and check every flow, catalog and template; a broken file fails here, named."""
     renderer = Renderer()
-    flows = load_flows(columns=table_columns(), langs=renderer.languages)
+    flows = load_flows(columns=table_columns(), langs=renderer.languages,
+                       json_keys=json_keys())
     return renderer, Engine(flows, renderer)
 
 

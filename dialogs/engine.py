@@ -31,6 +31,7 @@ from dialogs.flow import (
     GroupDef,
     OptionDef,
     StepDef,
+    check_key,
 )
 from dialogs.messages import Option, Outbound, TurnContext
 from dialogs.render import Renderer
@@ -885,7 +886,7 @@ class Engine:
             return [Remove(table, rid)]  # a part of the iteration left out: no row for it
         values: dict[str, Any] = {}
         if sub:  # a key inside a JSON column: write the whole object from this dialog's answers
-            values[column] = self._json_column(flow, state, alias, column)
+            values[column] = self._json_column(flow, state, alias, column, ctx)
         else:
             values[column] = _db_value(step, value, column)
             if step.save_currency:
@@ -922,8 +923,11 @@ class Engine:
         return effects
 
     def _json_column(self, flow: Flow, state: DialogState, alias: str,
-                     column: str) -> dict[str, Any]:
-        data: dict[str, Any] = {}
+                     column: str, ctx: TurnContext) -> dict[str, Any]:
+        # the keys this dialog answers, over what the record already holds (a check answered
+        # in an earlier dialog is kept, not dropped)
+        stored = fact(facts_of(ctx), f"{alias}.{column}") if alias in state.bound else None
+        data: dict[str, Any] = dict(stored) if isinstance(stored, Mapping) else {}
         for item in flow.spec.steps:
             if isinstance(item, StepDef) and item.save:
                 parts = item.save.split(".")
@@ -1029,8 +1033,8 @@ class Engine:
         table, rid, parent = self._target(flow, state, spec.record, None)
         values: dict[str, Any] = {
             "verdict": "opportunity" if is_opportunity else "keep_in_touch",
-            "verdict_reasons": [c.step for c in failed],
-            "qualification": {c.step: state.answers.get(c.step) for c in spec.checks},
+            "verdict_reasons": [check_key(c) for c in failed],
+            "qualification": {check_key(c): state.answers.get(c.step) for c in spec.checks},
             "last_activity_at": ctx.now,
         }
         # judging an opportunity again moves it only while it is still at the top of the

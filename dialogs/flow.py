@@ -153,6 +153,9 @@ class RecordDef(_Strict):
 
 class VerdictCheck(_Strict):
     step: str
+    # the key it is recorded under in the verdict's JSON column (one vocabulary with the
+    # readers: store.enums.JSON_KEYS); the step's id when it is the same word
+    key: str | None = None
     aspect: Literal["clear", "imminent", "valuable"]
     passes: Condition
     reason: Texts
@@ -216,6 +219,11 @@ class Flow:
                     if sub.id == step_id:
                         return sub
         raise KeyError(step_id)
+
+    def all_steps(self) -> list[StepDef]:
+        """Every step, those inside groups included, in order."""
+        return [s for item in self.spec.steps
+                for s in (item.steps if isinstance(item, GroupDef) else [item])]
 
     def group(self, group_id: str) -> GroupDef:
         for item in self.spec.steps:
@@ -291,8 +299,10 @@ def parse_flow(
     *,
     columns: Mapping[str, set[str]] | None = None,
     langs: tuple[str, ...] = LANGS,
+    json_keys: Mapping[tuple[str, str], set[str]] | None = None,
 ) -> Flow:
-    """Validate one flow's data; `columns` (table -> column names) checks every `save`."""
+    """Validate one flow's data; `columns` (table -> column names) checks every `save`, and
+    `json_keys` ((table, column) -> keys) every key saved inside a JSON column."""
     if not isinstance(raw, dict):
         raise FlowError(f"{source}: expected a mapping with id, title, steps")
     try:
@@ -306,7 +316,37 @@ def parse_flow(
         raise _fail(source, _locate(raw, loc), f"{field}: {err['msg']}") from exc
     flow = Flow(spec=spec, source=source, options=vocab)
     _check(flow, columns, langs)
+    if json_keys is not None:
+        _check_json_keys(flow, json_keys)
     return flow
+
+
+def check_key(check: VerdictCheck) -> str:
+    """The key a verdict check is recorded under."""
+    return check.key or check.step
+
+
+def _check_json_keys(flow: Flow, json_keys: Mapping[tuple[str, str], set[str]]) -> None:
+    """Every key a flow writes inside a JSON column is one its readers know."""
+    spec, src = flow.spec, flow.source
+
+    def known(table: str, column: str, key: str, where: str) -> None:
+        keys = json_keys.get((table, column))
+        if keys is None:
+            raise _fail(src, where, f"'{table}.{column}' has no declared keys "
+                                    "(store.enums.JSON_KEYS)")
+        if key not in keys:
+            raise _fail(src, where, f"'{key}' is not a key of {table}.{column}; "
+                                    f"known: {', '.join(sorted(keys))}")
+
+    for step in flow.all_steps():
+        parts = (step.save or "").split(".")
+        if len(parts) == 3 and parts[0] in spec.records:
+            known(spec.records[parts[0]].table, parts[1], parts[2], f"step '{step.id}'")
+    if spec.verdict is not None and spec.verdict.record in spec.records:
+        table = spec.records[spec.verdict.record].table
+        for check in spec.verdict.checks:
+            known(table, spec.verdict.column, check_key(check), f"verdict check '{check.step}'")
 
 
 def _check_texts(source: str, where: str, name: str, texts: Texts | None,
@@ -483,6 +523,7 @@ def load_flows(
     *,
     columns: Mapping[str, set[str]] | None = None,
     langs: tuple[str, ...] = LANGS,
+    json_keys: Mapping[tuple[str, str], set[str]] | None = None,
 ) -> FlowSet:
     """Load and validate every `*.yaml` flow in `directory` (`vocab.yaml` holds option lists)."""
     vocab = load_vocab(directory / "vocab.yaml", langs)
@@ -501,7 +542,7 @@ def load_flows(
     flows: dict[str, Flow] = {}
     for name, raw in raws.items():
         raw = _expand_includes(raw, name, raws)
-        flow = parse_flow(raw, name, vocab, columns=columns, langs=langs)
+        flow = parse_flow(raw, name, vocab, columns=columns, langs=langs, json_keys=json_keys)
         if flow.id in flows:
             raise FlowError(f"{name}: flow id '{flow.id}' is used twice")
         flows[flow.id] = flow

@@ -172,6 +172,23 @@ class QualificationCheck(StrEnum):
     OUR_STRENGTH = "our_strength"
 
 
+class ContractReviewCheck(StrEnum):
+    """Keys of `opportunities.contract_review`: the contract checked before signing."""
+
+    TERMS = "terms"
+    LICENCE = "licence"
+    BANK_ACCOUNT = "bank_account"
+
+
+# The one vocabulary of keys inside JSON columns that flows, cards, health, CSV, the demo and
+# the proposal all read and write: (table, column) -> its keys. A flow that saves
+# `opportunity.qualification.<key>` is refused at start-up unless <key> is listed here.
+JSON_KEYS: dict[tuple[str, str], type[StrEnum]] = {
+    ("opportunities", "qualification"): QualificationCheck,
+    ("opportunities", "contract_review"): ContractReviewCheck,
+}
+
+
 class Verdict(StrEnum):
     OPPORTUNITY = "opportunity"
     KEEP_IN_TOUCH = "keep_in_touch"

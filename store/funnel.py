@@ -483,6 +483,8 @@ def _opportunity_facts(session: Session, opp: Opportunity, today: date) -> dict[
             "owed": money_text(st.outstanding, opp.currency or ""),
             "open_invoices": sum(1 for i in st.invoices if i.outstanding > 0),
             "missing": st.missing(),
+            "qualification": dict(opp.qualification or {}),
+            "contract_review": dict(opp.contract_review or {}),
         },
         "account": {
             "name": account.name, "industry": account.industry or "",

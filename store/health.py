@@ -29,7 +29,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, String, func, literal, select, union_all
@@ -139,12 +139,28 @@ def stalled_days(session: Session, org_id: uuid.UUID) -> dict[str, int]:
     return merged
 
 
-def passed(value: Any) -> bool:
-    """A qualification answer that counts as passed: yes, or something concrete (a budget)."""
+def passed(value: Any, key: str | None = None, today: date | None = None) -> bool:
+    """A qualification answer that counts as passed, by the rules of the verdict in
+    `dialogs/flows/qualify.yaml` (tests/dialogs/test_qualification_keys.py keeps the two
+    the same): a clear need, a timetable within twelve months, a known budget, a chance to
+    win of 3 or more, worth it, our strength. True always passes (older data and the demo)."""
     if value is None or value is False:
         return False
     if value is True:
         return True
+    if key == QualificationCheck.NEED:
+        return str(value).strip().casefold() in ("yes", "true")
+    if key == QualificationCheck.CAN_WIN:
+        try:
+            return int(str(value)) >= 3
+        except ValueError:
+            return False
+    if key == QualificationCheck.TIMETABLE:
+        try:
+            when = value if isinstance(value, date) else date.fromisoformat(str(value)[:10])
+        except ValueError:  # a timetable in words ("Q1 next year"), from older data
+            return str(value).strip().casefold() not in _NOT_PASSED
+        return today is None or when <= today + timedelta(days=365)
     return str(value).strip().casefold() not in _NOT_PASSED
 
 
@@ -165,7 +181,7 @@ def evaluate(facts: OppFacts, contacts: Iterable[ContactFacts], spin: Mapping[st
 
     if not signed:
         checks = [c.value for c in QualificationCheck]
-        ok = [c for c in checks if passed(facts.qualification.get(c))]
+        ok = [c for c in checks if passed(facts.qualification.get(c), c, today)]
         missing = [c for c in checks if c not in ok]
         reasons.append(Reason("qual_ok" if not missing else "qual_partial",
                               round(20 * len(ok) / len(checks)), 20,

@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from store.enums import JSON_KEYS
 from store.models import Activity, Base, name_key
 
 
@@ -75,6 +76,11 @@ def _statements(table_name: str) -> _Statements:
 def table_columns() -> dict[str, set[str]]:
     """Table -> column names, for checking flow files' `save:` targets at start-up."""
     return {name: {c.name for c in t.columns} for name, t in Base.metadata.tables.items()}
+
+
+def json_keys() -> dict[tuple[str, str], set[str]]:
+    """(table, column) -> the keys a JSON column may hold, for checking flows at start-up."""
+    return {where: {k.value for k in keys} for where, keys in JSON_KEYS.items()}
 
 
 def _coerce(stmts: _Statements, values: dict[str, Any]) -> dict[str, Any]:

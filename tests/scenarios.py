@@ -167,8 +167,8 @@ INTAKE_EN_QUALIFICATION: dict[str, Any] = {
     "budget": {"amount": "12000.00", "currency": "CNY"},
     "timetable": "2027-03-31",
     "can_win": 4,
-    "worth": True,
-    "strength": True,
+    "worth_it": True,
+    "our_strength": True,
 }
 
 # --------------------------------------------------------------------------------------------
@@ -325,8 +325,8 @@ INTAKE_ZH_QUALIFICATION: dict[str, Any] = {
     "need": "yes",
     "budget": None,
     "can_win": 3,
-    "worth": True,
-    "strength": True,
+    "worth_it": True,
+    "our_strength": True,
 }
 
 

@@ -38,7 +38,7 @@ from store.analytics import (
     spin_mix_by_rep,
     team_report,
 )
-from store.enums import OPEN_STAGES, BuyingRole, InvoiceStatus, Role
+from store.enums import OPEN_STAGES, BuyingRole, InvoiceStatus, QualificationCheck, Role
 from store.funnel import money_text
 from store.models import (
     Account,
@@ -386,8 +386,8 @@ def opp_card(req: CommandRequest, who: Viewer, _chosen: Match, opp: Opportunity
     common, private = _account_view(req, who, account, people, "opp",
                                     Invoice.opportunity_id == opp.id)
     checks = [{"label": _label(req, "check", c),
-               "ok": health_mod.passed((opp.qualification or {}).get(c))}
-              for c in ("need", "timetable", "budget", "can_win", "worth_it", "our_strength")]
+               "ok": health_mod.passed((opp.qualification or {}).get(c), c, req.ctx.today)}
+              for c in QualificationCheck]
     view = {
         **_opp_line(req, opp, found, owners.get(opp.owner_id), account.name),
         "open": opp.stage in OPEN_STAGES,

@@ -223,7 +223,7 @@ def test_verdict_keep_in_touch_names_the_reasons(engine: Engine) -> None:
     assert "不值得投入" not in verdict.text
     values = saves(turn)[-1].values
     assert values["verdict"] == "keep_in_touch"
-    assert values["verdict_reasons"] == ["need", "budget", "timetable", "can_win", "strength"]
+    assert values["verdict_reasons"] == ["need", "budget", "timetable", "can_win", "our_strength"]
 
 
 def test_back_does_not_step_into_what_the_previous_flow_handed_over(engine: Engine) -> None:
