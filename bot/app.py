@@ -47,6 +47,13 @@ def build_app(settings: Settings, *, clock: Callable[[], datetime] | None = None
     renderer, engine = build_engine()
     db = Database(settings.database_url)
     metrics = Metrics()
+    if clock is None and settings.now is not None:
+        start = settings.now if settings.now.tzinfo else settings.now.replace(tzinfo=UTC)
+        offset = start - datetime.now(UTC)
+
+        def clock() -> datetime:
+            return datetime.now(UTC) + offset
+
     coach = Coach(db, engine, renderer, clock=clock or (lambda: datetime.now(UTC)),
                   default_lang=settings.lang, default_tz=settings.tz, metrics=metrics,
                   registry=load_commands(settings), admins=tuple(settings.admin_ids))

@@ -25,11 +25,11 @@ from bot import method
 from bot.commands import CommandRequest, Registry
 from bot.metrics import Metrics
 from dialogs.engine import Engine, FlowContext, Log, Remove, Save, Turn
-from dialogs.messages import Inbound, Outbound
+from dialogs.messages import Inbound, Option, Outbound
 from dialogs.render import Renderer
 from dialogs.state import DialogState
 from store import conversations as conv
-from store import funnel, records, search
+from store import funnel, permissions, records, search
 from store.db import Database
 
 log = logging.getLogger(__name__)
@@ -171,12 +171,17 @@ class Coach:
     def _speaker(self, session: Session, inbound: Inbound, now: datetime,
                  known_new: bool = False) -> conv.Speaker:
         lang = inbound.lang_hint if inbound.lang_hint in self.r.languages else None
-        return conv.ensure_speaker(
+        return self._in_session_lang(inbound, conv.ensure_speaker(
             session, platform=inbound.platform, org_key=inbound.org_key,
             user_key=inbound.user_key, display_name=inbound.user_name or inbound.user_key,
             lang=lang, default_lang=self.default_lang, default_tz=self.default_tz, now=now,
             role="admin" if inbound.user_key in self.admins else "rep", known_new=known_new,
-        )
+        ))
+
+    def _in_session_lang(self, inbound: Inbound, speaker: conv.Speaker) -> conv.Speaker:
+        if inbound.session_lang in self.r.languages and inbound.session_lang != speaker.lang:
+            return replace(speaker, lang=inbound.session_lang)
+        return speaker
 
     def _ctx(self, session: Session | None, speaker: conv.Speaker, now: datetime,
              lang: str | None = None, candidates: tuple[tuple[str, str], ...] = (),
@@ -211,6 +216,9 @@ class Coach:
             out.append(Outbound(self.r.text(
                 ctx.lang, "welcome.open", title=self.engine.title(state, ctx.lang),
                 progress=self.engine.progress(state, ctx))))
+            if not state.paused:  # as the greeting says: it waits for `resume`
+                conv.save_dialog(session, current, state=replace(state, paused=True).to_json(),
+                                 status=state.status, now=now)
         return Reply(tuple(out), ctx.lang)
 
     def _stale(self, session: Session, inbound: Inbound, now: datetime,
@@ -220,7 +228,8 @@ class Coach:
         out = [Outbound(self.r.text(ctx.lang, why), kind="error")]
         current = conv.current_dialog(session, speaker.user_id)
         if current is not None:
-            out.extend(self.engine.ask(DialogState.from_json(current.state), ctx))
+            out.extend(self._ask(session, speaker, DialogState.from_json(current.state), now,
+                                 ctx))
         return Reply(tuple(out), ctx.lang)
 
     def _conflict(self, session: Session, inbound: Inbound, now: datetime) -> Reply:
@@ -234,6 +243,7 @@ class Coach:
                                         inbound.user_key)
         if found is not None:
             speaker, current = found
+            speaker = self._in_session_lang(inbound, speaker)
         else:  # their first message: create them
             speaker = self._speaker(session, inbound, now, known_new=True)
             current = conv.current_dialog(session, speaker.user_id)
@@ -242,6 +252,26 @@ class Coach:
         arg = arg.strip()
         slash = word.startswith("/")
         command = self.commands.get(word.lstrip("/").casefold())
+        if current is not None and DialogState.from_json(current.state).paused:
+            if inbound.pressed and command is None:  # a tap on its question: go on with it
+                current = self._unpause(session, current, now)
+            elif command is None or (command == "resume"
+                                     and not self._whole_command(command, arg)):
+                return self._paused(session, speaker, current, now)
+            elif command != "resume":
+                current = None  # paused: the line is a command, the dialog waits
+        if current is not None and DialogState.from_json(current.state).held is not None:
+            held = DialogState.from_json(current.state).held or ""
+            current = self._release(session, current, now)
+            choice = self._held_choice(text)
+            if choice == "answer":
+                return self._advance(session, speaker, current, held, now)
+            if choice == "run":
+                return self._turn(session, replace(inbound, text="/" + held, event_id=None), now)
+        elif current is not None and command is not None and not slash and arg \
+                and not self._answers(current, text) \
+                and self._names_record(session, speaker, command, arg):
+            return self._hold(session, speaker, current, text, now)
         if command is not None and (slash or current is None
                                     or (self._whole_command(command, arg)
                                         and not self._answers(current, text))):
@@ -271,6 +301,59 @@ class Coach:
                 return Reply((advice,), ctx.lang)
             return Reply((Outbound(self.r.text(ctx.lang, "idle")),), ctx.lang)
         return self._advance(session, speaker, current, text, now)
+
+    def _unpause(self, session: Session, current: conv.OpenDialog,
+                 now: datetime) -> conv.OpenDialog:
+        state = replace(DialogState.from_json(current.state), paused=False)
+        conv.save_dialog(session, current, state=state.to_json(), status=state.status, now=now)
+        return replace(current, state=state.to_json(), version=current.version + 1)
+
+    def _paused(self, session: Session, speaker: conv.Speaker, current: conv.OpenDialog,
+                now: datetime) -> Reply:
+        """A line that is no command while the dialog waits for `resume`: nothing is saved."""
+        ctx = self._ctx(session, speaker, now)
+        state = DialogState.from_json(current.state)
+        text = self.r.text(ctx.lang, "paused.not_saved", title=self.engine.title(state, ctx.lang),
+                           progress=self.engine.progress(state, ctx))
+        return Reply((Outbound(text, kind="error"),), ctx.lang)
+
+    def _names_record(self, session: Session, speaker: conv.Speaker, command: str,
+                      arg: str) -> bool:
+        """`arg` names a record the speaker may see that `command` takes (`opp daqing`)."""
+        who = permissions.viewer(session, speaker.org_id, speaker.user_id, speaker.role)
+        found = []
+        if command != "opp":
+            found += search.search_accounts(session, who, arg, limit=1)
+        if command != "account":
+            found += search.search_opportunities(session, who, arg, limit=1)
+        return any(m.exact or m.score >= 0.7 for m in found)
+
+    def _hold(self, session: Session, speaker: conv.Speaker, current: conv.OpenDialog,
+              text: str, now: datetime) -> Reply:
+        """Ask whether a line like `opp daqing` is the answer or the command; save nothing."""
+        ctx = self._ctx(session, speaker, now)
+        state = replace(DialogState.from_json(current.state), held=text.strip())
+        conv.save_dialog(session, current, state=state.to_json(), status=state.status, now=now)
+        typed = text.strip()[:80]
+        ask = self.r.text(ctx.lang, "held.ask", typed=typed)
+        options = (Option("1", self.r.text(ctx.lang, "held.answer", typed=typed)),
+                   Option("2", self.r.text(ctx.lang, "held.run", typed=typed)))
+        return Reply((Outbound(ask, kind="confirm", options=options),), ctx.lang)
+
+    def _release(self, session: Session, current: conv.OpenDialog,
+                 now: datetime) -> conv.OpenDialog:
+        state = replace(DialogState.from_json(current.state), held=None)
+        conv.save_dialog(session, current, state=state.to_json(), status=state.status, now=now)
+        return replace(current, state=state.to_json(), version=current.version + 1)
+
+    def _held_choice(self, text: str) -> str | None:
+        word = text.strip().casefold()
+        for choice, number in (("answer", "1"), ("run", "2")):
+            words = {w.strip().casefold() for catalog in self.r.catalogs.values()
+                     for w in catalog.get(f"held.{choice}.words", "").split("|") if w.strip()}
+            if word == number or word in words:
+                return choice
+        return None
 
     def _whole_command(self, command: str, arg: str) -> bool:
         """Inside a dialog a bare word is a command only when the whole line is one, so an
@@ -450,8 +533,17 @@ class Coach:
         ctx = self._ctx(session, speaker, now, lang=lang)
         out = [Outbound(self.r.text(lang, "lang.set"))]
         if current is not None:
-            out.extend(self.engine.ask(DialogState.from_json(current.state), ctx))
+            # the question again, in the new language, with the facts its text names
+            out.extend(self._ask(session, speaker, DialogState.from_json(current.state), now,
+                                 ctx))
         return Reply(tuple(out), lang)
+
+    def _ask(self, session: Session, speaker: conv.Speaker, state: DialogState, now: datetime,
+             ctx: FlowContext) -> list[Outbound]:
+        """The open question again, with the facts its text names (what is still owed ...)."""
+        if self.engine.flows[state.flow].spec.uses:
+            ctx = replace(ctx, facts=self._facts(session, speaker, state, now, ctx))
+        return list(self.engine.ask(state, ctx))
 
     def _resume(self, session: Session, speaker: conv.Speaker, arg: str,
                 now: datetime) -> Reply:
@@ -468,7 +560,10 @@ class Coach:
             chosen = dialogs[int(arg) - 1]
             conv.touch_dialog(session, chosen.id, now)
         state = DialogState.from_json(chosen.state)
-        out = [*self.engine.ask(state, ctx)]
+        if state.paused:
+            chosen = self._unpause(session, chosen, now)
+            state = DialogState.from_json(chosen.state)
+        out = [*self._ask(session, speaker, state, now, ctx)]
         if len(dialogs) > 1 and not arg:
             out.extend(self._listing(dialogs, ctx))
         return Reply(tuple(out), ctx.lang)

@@ -137,6 +137,10 @@ def _receivables(req: ReportRequest) -> list[Outbound]:
     text = r.template("method_receivables.j2", lang, opp=opp.name, rows=rows,
                       all_collected=st.has("all_collected")
                       and opp.stage in ("collection", "won"),
+                      to_invoice=_money(st.to_invoice, opp.currency or "")
+                      if st.invoices and st.to_invoice else None,
+                      contract=_money(opp.amount, opp.currency or "")
+                      if opp.amount else None,
                       contact=contact.name if contact else st.account_name)
     return [Outbound(text, kind="status", private=True), *_status(req)]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,9 @@ class Settings(BaseSettings):
     lang: Literal["en", "zh"] = Field("en", alias="SALESCOACH_LANG")
     tz: str = Field("UTC", alias="SALESCOACH_TZ")
     admins: str = Field("", alias="SALESCOACH_ADMINS")
+    # the coach's clock starts at this instant and runs on from there (a demo, or a script
+    # replayed against a dated demo: `salescoach demo --at` with the same time)
+    now: datetime | None = Field(None, alias="SALESCOACH_NOW")
     auto_migrate: bool = Field(True, alias="SALESCOACH_AUTO_MIGRATE")
     # a directory of the company's own document templates (proposal_md.j2 ...), searched first
     templates_dir: Path | None = Field(None, alias="SALESCOACH_TEMPLATES_DIR")

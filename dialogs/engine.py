@@ -32,6 +32,7 @@ from dialogs.flow import (
     OptionDef,
     StepDef,
     check_key,
+    date_bounds,
 )
 from dialogs.messages import Option, Outbound, TurnContext
 from dialogs.render import Renderer
@@ -545,9 +546,28 @@ class Engine:
         note: tuple[Outbound, ...] = ()
         if was_answered:
             note = (Outbound(self.r.text(ctx.lang, "dialog.updated"), kind="say"),)
+        echo = self._echo(slot, value, ctx)
+        if echo is not None:
+            note = (*note, echo)
         if slot.step is not None and slot.step.react:
             note = (*note, *self._reactions(flow, new_state, slot, value, ctx))
         return self._proceed(flow, new_state, ctx, note, tuple(effects))
+
+    def _echo(self, slot: Slot, value: Any, ctx: TurnContext) -> Outbound | None:
+        """A date or an amount as understood (`Contract signed: 2026-11-28 (Sat, 6 days
+        ago)`), so that a wrong parse is seen at once."""
+        step = slot.step
+        if step is None or value is None or slot.kind != "step":
+            return None
+        if step.type == "date":
+            shown = self.shown_date(value, ctx)
+        elif step.type == "money" and isinstance(value, dict):
+            shown = format_money(value)
+        else:
+            return None
+        return Outbound(self.r.text(ctx.lang, "dialog.echo",
+                                    label=self.r.pick(step.label or step.ask, ctx.lang),
+                                    value=shown), kind="echo")
 
     def _drop_iterations(self, flow: Flow, state: DialogState, slot: Slot,
                          answers: dict[str, Any]) -> list[Effect]:
@@ -631,11 +651,80 @@ class Engine:
         except _TooLong as exc:
             return self._reask(flow, state, ctx, "err.too_long", length=exc.length,
                                limit=step.max_length)
-        if step.not_before is not None or step.type == "money" or step.unique:
+        if step.type == "date":
+            problem = self._date_violation(flow, state, slot, value, ctx)
+            if problem is not None:
+                key, params = problem
+                if key == "err.date_past_confirm":  # typed again, the past plan stands
+                    if state.confirm == f"{slot.key}={value}":
+                        return self._accept(flow, replace(state, confirm=None), slot, value, ctx)
+                    state = replace(state, confirm=f"{slot.key}={value}")
+                return self._reask(flow, state, ctx, key, **params)
+        if step.type == "money" or step.unique:
             problem = self._violation(flow, state, slot, value, ctx)
             if problem is not None:
                 return self._reask(flow, state, ctx, problem[0], **problem[1])
-        return self._accept(flow, state, slot, value, ctx)
+        return self._accept(flow, replace(state, confirm=None) if state.confirm else state,
+                            slot, value, ctx)
+
+    def shown_date(self, iso: str, ctx: TurnContext) -> str:
+        """A date as the coach echoes it: `2026-11-28 (Sat, 6 days ago)`, so a wrong parse
+        is seen at once."""
+        day = date.fromisoformat(str(iso)[:10])
+        days = (day - ctx.today).days
+        if days == 0:
+            when = self.r.text(ctx.lang, "rel.today")
+        elif days == -1:
+            when = self.r.text(ctx.lang, "rel.yesterday")
+        elif days == 1:
+            when = self.r.text(ctx.lang, "rel.tomorrow")
+        elif days < 0:
+            when = self.r.text(ctx.lang, "rel.ago", n=-days)
+        else:
+            when = self.r.text(ctx.lang, "rel.in", n=days)
+        return str(self.r.text(ctx.lang, "rel.date", date=day.isoformat(),
+                               weekday=self.r.text(ctx.lang, f"rel.wd.{day.weekday()}"),
+                               when=when))
+
+    def _date_bound(self, flow: Flow, state: DialogState, slot: Slot, name: str,
+                    ctx: TurnContext) -> tuple[str | None, str]:
+        """The date `name` stands for (ISO, or None when unknown) and how to call it."""
+        if name == "now":
+            return ctx.today.isoformat(), str(self.r.text(ctx.lang, "rel.today"))
+        if "." in name:
+            value = fact(facts_of(ctx), name)
+            return (str(value)[:10] if value else None,
+                    str(self.r.text(ctx.lang, f"fact.{name}")))
+        prefix = f"{slot.group.group}.{slot.index}." if slot.group is not None else ""
+        value = state.answers.get(prefix + name) or state.answers.get(name)
+        other = flow.step(name)
+        return (str(value) if value else None,
+                str(self.r.pick(other.label or other.ask, ctx.lang)))
+
+    def _date_violation(self, flow: Flow, state: DialogState, slot: Slot, value: Any,
+                        ctx: TurnContext) -> tuple[str, dict[str, Any]] | None:
+        """The flow's date rules (`not_before`, `not_after`): a fact after today, a plan in
+        the past, a delivery before production, an invoice before the contract."""
+        step = slot.step
+        assert step is not None
+        label = self.r.pick(step.label or step.ask, ctx.lang)
+        shown = self.shown_date(value, ctx)
+        for name in date_bounds(step.not_after):
+            bound, what = self._date_bound(flow, state, slot, name, ctx)
+            if bound is not None and str(value) > bound:
+                if name == "now":
+                    return "err.date_future", {"label": label, "date": shown}
+                return "err.date_after", {"label": label, "date": shown, "other_label": what,
+                                          "other": self.shown_date(bound, ctx)}
+        for name in date_bounds(step.not_before):
+            bound, what = self._date_bound(flow, state, slot, name, ctx)
+            if bound is not None and str(value) < bound:
+                if name == "now":
+                    return "err.date_past_confirm", {"label": label, "date": shown,
+                                                     "typed": value}
+                return "err.date_before", {"date": shown, "other": self.shown_date(bound, ctx),
+                                           "other_label": what}
+        return None
 
     def _violation(self, flow: Flow, state: DialogState, slot: Slot, value: Any,
                    ctx: TurnContext) -> tuple[str, dict[str, Any]] | None:
@@ -644,15 +733,6 @@ class Engine:
         an invoice number already used."""
         step = slot.step
         assert step is not None
-        if step.not_before is not None:
-            prefix = f"{slot.group.group}.{slot.index}." if slot.group is not None else ""
-            earlier = state.answers.get(prefix + step.not_before) or \
-                state.answers.get(step.not_before)
-            if earlier is not None and str(value) < str(earlier):
-                other = flow.step(step.not_before)
-                return "err.date_before", {
-                    "date": value, "other": earlier,
-                    "other_label": self.r.pick(other.label or other.ask, ctx.lang)}
         if step.unique and isinstance(ctx, FlowContext) and value in ctx.taken:
             return "err.taken", {"value": value,
                                  "label": self.r.pick(step.label or step.ask, ctx.lang)}

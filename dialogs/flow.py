@@ -113,8 +113,13 @@ class StepDef(_Strict):
     # coaching shown right after the answer, per option value (a choice, each value of a
     # multi-choice, "yes"/"no"); texts may use the answers (`a`) and the facts (`f`)
     react: dict[str, Texts] | None = None
-    # a date that may not be earlier than an earlier date answer (a due date after the issue)
-    not_before: str | None = None
+    # the order of dates, as data: a date may not lie before (`not_before`) or after
+    # (`not_after`) each named date: `now` (today), an earlier date step of the flow
+    # (`issued`), or a fact of the record the flow is about (`opportunity.contract_on`).
+    # Facts (signed, paid, delivered) are `not_after: now`; plans (a next step, a follow-up)
+    # are `not_before: now`, which a user may override by typing the past date again.
+    not_before: str | list[str] | None = None
+    not_after: str | list[str] | None = None
     # a money answer may not exceed this fact (what is still owed) and must be in the
     # currency of `currency_fact`
     max_fact: str | None = None
@@ -321,6 +326,13 @@ def parse_flow(
     return flow
 
 
+def date_bounds(value: str | list[str] | None) -> tuple[str, ...]:
+    """The dates a `not_before` / `not_after` names, as a tuple."""
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def check_key(check: VerdictCheck) -> str:
     """The key a verdict check is recorded under."""
     return check.key or check.step
@@ -417,12 +429,20 @@ def _check(flow: Flow, columns: Mapping[str, set[str]] | None, langs: tuple[str,
                 if value not in allowed:
                     raise _fail(src, where, f"`react` names '{value}', not one of the options")
                 _check_texts(src, where, f"react.{value}", texts, langs)
-        if step.not_before is not None:
-            if step.type != "date":
-                raise _fail(src, where, "`not_before` only goes with a date step")
-            if step.not_before not in scope or dates.get(step.not_before) != "date":
-                raise _fail(src, where,
-                            f"`not_before: {step.not_before}` is not an earlier date step")
+        for rule in ("not_before", "not_after"):
+            names = date_bounds(getattr(step, rule))
+            if names and step.type != "date":
+                raise _fail(src, where, f"`{rule}` only goes with a date step")
+            for name in names:
+                if name == "now":
+                    continue
+                if "." in name:  # a fact of the record the flow is about
+                    if name.split(".")[0] not in (*spec.uses, "invoice"):
+                        raise _fail(src, where, f"`{rule}: {name}` is not a fact this flow "
+                                                "uses (`uses:`)")
+                    continue
+                if name not in scope or dates.get(name) != "date":
+                    raise _fail(src, where, f"`{rule}: {name}` is not an earlier date step")
         if (step.max_fact or step.currency_fact) and step.type != "money":
             raise _fail(src, where, "`max_fact` / `currency_fact` only go with a money step")
         if step.unique and (step.type != "text" or not step.save):

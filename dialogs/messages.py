@@ -28,6 +28,11 @@ class Inbound:
     chat: str = "private"
     chat_key: str | None = None
     chat_name: str | None = None
+    # a press on a button of a question (not a typed line): it answers a paused dialog too
+    pressed: bool = False
+    # the language of this session only (`salescoach chat --lang`), over the user's stored
+    # preference, which it does not change
+    session_lang: str | None = None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,14 @@ class DialogState:
     bound: dict[str, dict[str, str]] = field(default_factory=dict)
     pending: dict[str, Any] | None = None
     status: str = "active"
+    # the coach told the user this dialog waits for `resume` (after a restart): until then
+    # every line is a command, never an answer to its question
+    paused: bool = False
+    # a line that began with a command word and named a record, held while the coach asks
+    # whether it is the answer or the command
+    held: str | None = None
+    # "<slot key>=<date>": a plan dated in the past that the user was asked to confirm
+    confirm: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         # by hand: dataclasses.asdict deep-copies every answer, on every turn
@@ -36,6 +44,9 @@ class DialogState:
             "bound": self.bound,
             "pending": self.pending,
             "status": self.status,
+            **({"paused": True} if self.paused else {}),
+            **({"held": self.held} if self.held is not None else {}),
+            **({"confirm": self.confirm} if self.confirm is not None else {}),
             "schema": STATE_SCHEMA,
         }
 
@@ -49,4 +60,7 @@ class DialogState:
             bound={k: dict(v) for k, v in (data.get("bound") or {}).items()},
             pending=data.get("pending"),
             status=data.get("status", "active"),
+            paused=bool(data.get("paused", False)),
+            held=data.get("held"),
+            confirm=data.get("confirm"),
         )

@@ -94,7 +94,7 @@ class Console:
 
     def _inbound(self, text: str) -> Inbound:
         return Inbound(platform="console", org_key=self.org, user_key=self.user, text=text,
-                       user_name=self.user, lang_hint=self.lang)
+                       user_name=self.user, session_lang=self.lang)
 
     def _print(self, messages: tuple[Outbound, ...] | list[Outbound]) -> None:
         for message in messages:
@@ -118,8 +118,6 @@ class Console:
         return None if line == "" else line.rstrip("\r\n")
 
     async def run(self) -> None:
-        if self.lang:
-            await self.coach.handle(self._inbound(f"/lang {self.lang}"))
         greeting = await self.coach.greet(self._inbound(""))
         self._print(greeting.messages)
         lang = greeting.lang
@@ -137,4 +135,6 @@ class Console:
                 self._print([self.coach.error_reply(lang, ref)])
                 continue
             lang = reply.lang
+            if self.lang:  # `lang zh` typed in a session started with --lang: it follows
+                self.lang = lang
             self._print(reply.messages)

@@ -53,13 +53,14 @@ MARKERS: dict[str, tuple[str, ...]] = {
     "commitment": ("contract",),
     "deposit": ("deposit",),
     "order": ("acceptance",),
-    "collection": ("invoices", "all_collected"),
+    "collection": ("invoices", "all_invoiced", "all_collected"),
 }
 # the flow that records each marker (what the coach suggests when it is missing)
 MARKER_FLOW: dict[str, str] = {
     "verdict": "qualify", "key_trust": "trust", "requirements": "needs", "signals": "signals",
     "negotiation": "signals", "contract": "contract", "deposit": "invoice",
-    "acceptance": "contract", "invoices": "invoice", "all_collected": "invoice",
+    "acceptance": "contract", "invoices": "invoice", "all_invoiced": "invoice",
+    "all_collected": "invoice",
 }
 # the buying process: the key customer role of each phase
 PHASE_ROLE: dict[str, str] = {
@@ -326,8 +327,13 @@ class Standing:
             return opp.accepted_on is not None
         if marker == "invoices":
             return bool(self.invoices)
+        if marker == "all_invoiced":
+            # invoiced at least the contract amount (the opportunity's amount, when known)
+            return bool(self.invoices) and self.to_invoice == 0
         if marker == "all_collected":
-            return bool(self.invoices) and all(inv.outstanding == 0 for inv in self.invoices)
+            # collected means everything invoiced, and every invoice paid
+            return self.has("all_invoiced") and all(inv.outstanding == 0
+                                                    for inv in self.invoices)
         raise KeyError(marker)
 
     @property
@@ -338,6 +344,16 @@ class Standing:
     def missing(self) -> list[str]:
         """The markers that keep the opportunity in its stage (empty: it may move on)."""
         return [m for m in MARKERS.get(self.opportunity.stage, ()) if not self.has(m)]
+
+    @property
+    def invoiced(self) -> Decimal:
+        return sum((inv.amount for inv in self.invoices), ZERO)
+
+    @property
+    def to_invoice(self) -> Decimal:
+        """What of the contract amount no invoice covers yet."""
+        amount = self.opportunity.amount
+        return max(Decimal(amount) - self.invoiced, ZERO) if amount else ZERO
 
     @property
     def outstanding(self) -> Decimal:
@@ -480,9 +496,14 @@ def _opportunity_facts(session: Session, opp: Opportunity, today: date) -> dict[
             "has_requirements": opp.requirements_on is not None,
             "has_contract": opp.contract_on is not None,
             "outstanding": str(st.outstanding), "all_collected": st.has("all_collected"),
+            "to_invoice": str(st.to_invoice),
             "owed": money_text(st.outstanding, opp.currency or ""),
             "open_invoices": sum(1 for i in st.invoices if i.outstanding > 0),
             "missing": st.missing(),
+            # the dates the flows' date rules compare with (`not_before: opportunity.…`)
+            **{name: getattr(opp, name).isoformat() if getattr(opp, name) else ""
+               for name in ("contract_on", "produced_on", "delivered_on", "accepted_on",
+                            "requirements_on")},
             "qualification": dict(opp.qualification or {}),
             "contract_review": dict(opp.contract_review or {}),
         },

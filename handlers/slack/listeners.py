@@ -296,7 +296,8 @@ async def click(front: SlackFrontEnd, body: dict[str, Any], action: dict[str, An
         dm = await front.dm_channel(where.user)
     reply = await front.coach.handle(Inbound(PLATFORM, where.team, where.user, value,
                                              user_name=who.name, lang_hint=who.lang,
-                                             event_id=event_id, chat="private", chat_key=dm))
+                                             event_id=event_id, chat="private", chat_key=dm,
+                                             pressed=True))
     if not reply.messages:
         return  # a double click or a retry: already answered
     message = body.get("message")

@@ -28,6 +28,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -547,8 +548,8 @@ class TelegramFrontEnd:
         writes = self._writes(chat, user=user, keeps=board.key if repeatable else None,
                               answers=None if repeatable else board.key)
         try:
-            reply = await self.coach.handle(self._inbound(user, chat, value, event),
-                                            after=writes)
+            reply = await self.coach.handle(
+                replace(self._inbound(user, chat, value, event), pressed=True), after=writes)
         except KeyboardClosed:
             self._boards.forget(board.key)
             return await self._stale_tap(query, message_id, chat, board)

@@ -277,8 +277,12 @@ def test_contract_checklist_and_service_tracking() -> None:
     review = saves(turns, "opportunities")
     assert review[-1].values == {"contract_on": date(2026, 11, 27)}
     assert {"contract_review": {"terms": True, "licence": False}} in [s.values for s in review]
-    tracking = run(start("contract"), ["2", "skip", "2026-12-20", "2026-12-10"])
-    assert "is earlier than" in text(tracking[-1])
+    tracking = run(start("contract"), ["2", "skip", "2026-11-20", "2026-11-10"])
+    assert "is earlier than “Delivered”: 2026-11-20" in text(tracking[-1])
+    order = run(start("contract"), ["2", "2026-11-20", "2026-11-10"])
+    assert "is earlier than “Production done”: 2026-11-20" in text(order[-1])
+    future = run(start("contract"), ["2", "skip", "2026-12-20"])
+    assert "cannot be after today — I read that as 2026-12-20" in text(future[-1])
 
 
 def test_an_invoice_is_checked_and_written_whole() -> None:
@@ -288,7 +292,7 @@ def test_an_invoice_is_checked_and_written_whole() -> None:
     assert "can't be negative" in replies[2]
     assert "must be more than zero" in replies[3]
     assert "I don't know the currency “XYZ”" in replies[4]
-    assert "2026-11-10 is earlier than “Issued on” (2026-11-20)" in replies[7]
+    assert "2026-11-10 (Tue, 17 days ago) is earlier than “Issued on”: 2026-11-20" in replies[7]
     assert all(not saves([t], "invoices") for t in turns[:-1])  # nothing half-written
     [invoice] = saves(turns, "invoices")
     assert invoice.parent == ("opportunity_id", OPP)

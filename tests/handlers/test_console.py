@@ -198,7 +198,7 @@ QUALIFY_TO_DATE = ["intake", "Daqing Oilfield Company", "cancel", "qualify",
     ("the day after never", "Please send a date, e.g."),
 ])
 async def test_impossible_date_is_asked_again(db: Database, typed: str, error: str) -> None:
-    chat = await converse(db, [*QUALIFY_TO_DATE, typed, "2026-02-28"])
+    chat = await converse(db, [*QUALIFY_TO_DATE, typed, "2027-02-28"])
     asked = question(chat.reply(-3))
     assert asked.startswith("[5/9] When do they plan to buy?")
     reply = chat.reply(-2)
@@ -206,7 +206,7 @@ async def test_impossible_date_is_asked_again(db: Database, typed: str, error: s
     assert question(reply) == asked
     assert question(chat.reply(-1)).startswith("[6/9] What is their budget?")
     rows = await stored(db)
-    assert [o["expected_close"] for o in rows.opportunities] == [date(2026, 2, 28)]
+    assert [o["expected_close"] for o in rows.opportunities] == [date(2027, 2, 28)]
 
 
 async def test_lang_zh_mid_dialog_asks_the_same_question_in_chinese(db: Database) -> None:

@@ -42,7 +42,6 @@ from tests.conversation_checks import (
     Transcript,
     check_no_failure,
     converse,
-    imminent_date,
     salescoach_cmd,
     salescoach_env,
     sql,
@@ -111,7 +110,7 @@ def _check_recorded(rows: dict[str, Any], *, spin_kinds: list[str], goals: int, 
     assert opp.contract_on == date(2026, 11, 27)
     assert opp.contract_review == {"terms": True, "licence": True, "bank_account": True}
     assert (opp.produced_on, opp.delivered_on, opp.accepted_on) == (
-        date(2027, 1, 10), date(2027, 1, 20), date(2027, 1, 22))
+        date(2026, 11, 27), date(2026, 11, 27), date(2026, 11, 27))
     assert opp.close_method == "alternative"
     assert opp.phase == "design"
     assert opp.referral_note == referral
@@ -147,7 +146,7 @@ def _check_recorded(rows: dict[str, Any], *, spin_kinds: list[str], goals: int, 
     assert Decimal(str(rows["paid"])) == Decimal("1200000.00") and rows["payments"] == 3
     [action] = rows["actions"]
     assert (action.rung, action.done_by, action.next_due) == (
-        "phone_gentle", LILEI, date(2027, 3, 1))
+        "phone_gentle", LILEI, date(2026, 12, 1))
     assert action.note
     assert [m.split(" ")[0:3] for m in rows["moves"]] == [
         ["trust", "->", "needs"], ["needs", "->", "value"], ["value", "->", "commitment"],
@@ -181,18 +180,17 @@ async def test_method_end_to_end_in_chinese(db: Database) -> None:
 
 @pytest.mark.parametrize("lang", ["en", "zh"])
 def test_salescoach_chat_piped_through_the_method(tmp_path: Path, lang: str) -> None:
-    """`salescoach demo`, then the whole script piped into `salescoach chat` (wall clock: the
-    purchase timetable is moved to 120 days from the real today so it stays imminent)."""
+    """`salescoach demo --at START`, then the whole script piped into `salescoach chat` with
+    the coach's clock started at START (SALESCOACH_NOW), as the in-process runs do."""
     script = sc.METHOD_EN if lang == "en" else sc.METHOD_ZH
-    when = imminent_date()
-    lines = [when if line == "2027-03-01" and i < 10 else line
-             for i, (line, _) in enumerate(script)]
-    loaded = subprocess.run(salescoach_cmd("demo"), cwd=tmp_path, env=salescoach_env(),
-                            text=True, capture_output=True, timeout=120)
+    lines = [line for line, _ in script]
+    loaded = subprocess.run(salescoach_cmd("demo", "--at", START.isoformat()), cwd=tmp_path,
+                            env=salescoach_env(), text=True, capture_output=True, timeout=120)
     assert loaded.returncode == 0, loaded.stderr
+    env = {**salescoach_env(), "SALESCOACH_NOW": START.isoformat()}
     done = subprocess.run(
         salescoach_cmd("chat", "--org", "demo", "--user", "lilei", "--lang", lang),
-        cwd=tmp_path, env=salescoach_env(), text=True, encoding="utf-8",
+        cwd=tmp_path, env=env, text=True, encoding="utf-8",
         input="".join(f"{x}\n" for x in lines), capture_output=True, timeout=300)
     assert done.returncode == 0, done.stderr
     check_no_failure(done.stdout + done.stderr)
