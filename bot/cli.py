@@ -528,6 +528,51 @@ def forget_contact_command(
                              changed=linked))
 
 
+# --- doctor (bot/doctor.py) ------------------------------------------------------------------
+
+
+@cli.command()
+def doctor(
+    fix: Annotated[bool, typer.Option("--fix", help="Repair what needs no guess (legacy keys, "
+                                      "open next steps of finished deals) and say what changed.")]
+    = False,
+    org: OrgOption = None,
+    at: Annotated[str | None, typer.Option(help="Check as if it were this time (ISO 8601).")]
+    = None,
+    lang: LangOption = None,
+) -> None:
+    """Check the database against the invariants of the records; exit 1 if anything is wrong."""
+    from bot import doctor as checks
+
+    renderer, lang_ = _texts(lang)
+    today = _parse_at(at).date()
+
+    def examine(session: Session, app: App) -> tuple[list[checks.Problem], int]:
+        org_id = _org_and_user(session, org, None, renderer, lang_)[0] if org else None
+        found = checks.check(session, app.engine.flows, today, org_id)
+        if fix:
+            checks.fix(session, found)
+        return found, checks.rule_count(app.engine.flows)
+
+    async def work(app: App) -> tuple[list[checks.Problem], int, dict[Any, Any]]:
+        found, rules = await app.db.run(examine, app)
+        return found, rules, checks.column_labels(app.engine.flows)
+
+    found, rules, labels = _run_or_fail(work)
+    for problem in found:
+        typer.echo(checks.describe(problem, renderer, lang_, labels))
+    left = [p for p in found if not p.fixed]
+    if not found:
+        typer.echo(renderer.text(lang_, "doctor.clean", checks=rules))
+    elif fix:
+        typer.echo(renderer.text(lang_, "doctor.fixed", n=len(found) - len(left), left=len(left)))
+    else:
+        typer.echo(renderer.text(lang_, "doctor.summary", n=len(found),
+                                 fixable=sum(p.fixable for p in found)))
+    if left:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -394,13 +394,16 @@ class Move:
 def advance(session: Session, opp: Opportunity, *, user_id: uuid.UUID, role: str,
             now: datetime, override: bool = False) -> Move:
     """Move the opportunity one stage down the funnel if its end markers are recorded; a
-    manager or admin may override, and the override is logged as an activity."""
+    manager or admin may override (except into won: money not collected is not won), and the
+    override is logged as an activity."""
     stage = opp.stage
     target = next_stage(stage)
     if target is None:
         return Move(False, stage, None)
     missing = tuple(standing(session, opp).missing())
-    if missing and not (override and role in (Role.MANAGER, Role.ADMIN)):
+    # won is a fact (everything invoiced and collected), not a judgement: no override makes it
+    if missing and (target == FunnelStage.WON
+                    or not (override and role in (Role.MANAGER, Role.ADMIN))):
         return Move(False, stage, target, missing)
     opp.stage = target
     opp.stage_entered_at = now

@@ -13,7 +13,7 @@ from bot.commands import CommandRequest, Registry
 from bot.method import stage_label, status_view
 from dialogs.messages import Outbound
 from store import funnel
-from store.enums import Role
+from store.enums import FunnelStage, Role
 from store.models import Opportunity
 
 
@@ -54,7 +54,9 @@ def _move(req: CommandRequest, override: bool) -> Sequence[Outbound]:
     if not move.moved:
         st = funnel.standing(req.session, opp)
         view = status_view(r, lang, st)
-        return [Outbound(r.template("method_refused.j2", lang, manager=manager, **view),
+        into_won = move.to_stage == FunnelStage.WON
+        return [Outbound(r.template("method_refused.j2", lang, manager=manager and not into_won,
+                                    won_is_a_fact=into_won, **view),
                          kind="error")]
     return [Outbound(r.template(
         "method_moved.j2", lang, opp=opp.name, step=funnel.STEP_OF.get(opp.stage, 0),

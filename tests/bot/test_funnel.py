@@ -212,6 +212,21 @@ async def test_a_manager_can_override_and_it_is_logged(coach: Coach, db: Databas
     assert user == demo_id("user", "wangfang")
 
 
+async def test_no_override_declares_a_deal_won_before_the_money_is_in(coach: Coach,
+                                                                     db: Database) -> None:
+    # Saibei Cement's order is in collection with money still owed (issue 13: won means
+    # invoiced and collected, so a manager cannot declare it)
+    said = await say(coach, "wangfang", "override Kiln crew down jackets")
+    assert "还有未收回的款项" in said
+    assert "不能强制标记为成交" in said and "强制推进" not in said
+    assert await stage(db, "cement-2026") == "collection"
+    said = await say(coach, "wangfang", "lang en")
+    said = await say(coach, "wangfang", "override Saibei Cement")
+    assert "not even a manager's override can declare it" in said
+    assert "move it on anyway" not in said
+    assert await stage(db, "cement-2026") == "collection"
+
+
 async def test_a_rep_cannot_move_another_reps_opportunity(coach: Coach) -> None:
     said = await say(coach, "lilei", "advance Drivers' winter uniform refresh")
     assert "belongs to another rep" in said
