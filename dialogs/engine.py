@@ -538,6 +538,8 @@ class Engine:
         effects: list[Effect] = []
         if slot.kind in ("more", "start") and value is False:
             effects.extend(self._drop_iterations(flow, state, slot, answers))
+        if slot.kind == "step" and slot.step is not None and slot.step.audit:
+            _audit(slot, value, ctx, answers)
         new_state = replace(state, answers=answers, bound=new_bound)
         if slot.kind == "step" and slot.step is not None:
             effects.extend(self._saves(flow, new_state, slot, ctx))
@@ -1042,6 +1044,7 @@ class Engine:
         extra.append(Log(kind=flow.id, note=str(self.r.pick(flow.spec.title, "en")),
                          account_id=account_id, opportunity_id=logged.get("opportunity"),
                          contact_id=logged.get("contact")))
+        extra.extend(self._changes(flow, state, logged, account_id))
         finished = replace(state, status="done")
         next_flow = None
         if flow.spec.then:
@@ -1051,6 +1054,23 @@ class Engine:
                 handed[alias] = {"id": rid, "name": name or "", "handed": "1"}
             next_flow = (flow.spec.then, handed)
         return Turn(finished, tuple(messages), (*effects, *extra), next_flow)
+
+    def _changes(self, flow: Flow, state: DialogState, logged: Mapping[str, str],
+                 account_id: str | None) -> list[Effect]:
+        """A stored value the dialog changed (`audit`), logged with from, to and why."""
+        effects: list[Effect] = []
+        for step in flow.all_steps():
+            was = state.answers.get(_was_key(step.id))
+            new = state.answers.get(step.id)
+            if not step.audit or was is None or new is None:
+                continue
+            why = state.answers.get(step.audit)
+            label = self.r.pick(step.label or step.ask, "en")
+            note = f"{label}: {_shown(was)} -> {_shown(new)}" + (f" ({why})" if why else "")
+            effects.append(Log(kind="change", note=note, account_id=account_id,
+                               opportunity_id=logged.get("opportunity")
+                               or state.bound.get("opportunity", {}).get("id")))
+        return effects
 
     def _at_end_saves(self, flow: Flow, state: DialogState, ctx: TurnContext) -> list[Effect]:
         """Records written in one go at the end (`at_end: true`), from every answer saved to
@@ -1488,6 +1508,44 @@ class _TooLong(Exception):
     def __init__(self, length: int) -> None:
         super().__init__(length)
         self.length = length
+
+
+def _was_key(step_id: str) -> str:
+    """Where an audited step keeps the value the record held before the answer changed it."""
+    return f"{step_id}@was"
+
+
+def _audit(slot: Slot, value: Any, ctx: TurnContext, answers: dict[str, Any]) -> None:
+    """Keep what the record held when the answer changes it (cleared when it does not)."""
+    step = slot.step
+    assert step is not None and step.save
+    if value is None:
+        return  # skipped: the record keeps what it holds, and what it held before stays known
+    # answered again (after `back`): the record already holds the first answer, so the value
+    # before the dialog is the one kept the first time
+    stored = answers.get(_was_key(step.id))
+    if stored is None:
+        stored = fact(facts_of(ctx), step.save)
+        if step.type == "money" and step.save_currency:
+            currency = fact(facts_of(ctx), step.save_currency) or ""
+            stored = {"amount": stored, "currency": currency} if stored not in (None, "") \
+                else None
+    changed = stored not in (None, "") and value is not None and (
+        _comparable(stored) != _comparable(value))
+    if changed:
+        answers[_was_key(step.id)] = stored
+    else:
+        answers.pop(_was_key(step.id), None)
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, dict) and "amount" in value:
+        return (Decimal(str(value["amount"])), value.get("currency") or "")
+    return value
+
+
+def _shown(value: Any) -> str:
+    return format_money(value) if isinstance(value, dict) and "amount" in value else str(value)
 
 
 def format_money(value: dict[str, Any]) -> str:

@@ -129,6 +129,10 @@ class StepDef(_Strict):
     # a text answer not already in its `save` column anywhere in the org (an invoice number):
     # the host looks the typed value up before the turn (`FlowContext.taken`)
     unique: bool = False
+    # a changed stored value is a fact of its own: when the answer differs from what the record
+    # held (a contract amount that is not the budget), the change is logged as an activity —
+    # who, from what to what — with the answer of the named later step as the reason
+    audit: str | None = None
 
 
 class GroupDef(_Strict):
@@ -394,6 +398,11 @@ def _check(flow: Flow, columns: Mapping[str, set[str]] | None, langs: tuple[str,
             _check_texts(src, where, name, getattr(step, name), langs)
         if step.when:
             for ref in step.when.steps():
+                # `<step>@was`: the value an earlier `audit` step changed (set only when the
+                # answer differs from what the record held)
+                base, was, _rest = ref.partition("@was")
+                if was and not _rest and base in scope and flow.step(base).audit:
+                    continue
                 if ref not in scope:
                     raise _fail(src, where, f"`when` refers to '{ref}', not an earlier step")
         if step.type in OPTION_TYPES:
@@ -445,6 +454,14 @@ def _check(flow: Flow, columns: Mapping[str, set[str]] | None, langs: tuple[str,
                     raise _fail(src, where, f"`{rule}: {name}` is not an earlier date step")
         if (step.max_fact or step.currency_fact) and step.type != "money":
             raise _fail(src, where, "`max_fact` / `currency_fact` only go with a money step")
+        if step.audit is not None:
+            later = [s.id for s in flow.all_steps()]
+            if not step.save or step.save.count(".") != 1 or \
+                    step.save.split(".")[0] not in spec.uses:
+                raise _fail(src, where, "`audit` needs a step that saves a column of a record "
+                                        "the flow `uses` (its stored value is the fact)")
+            if step.audit not in later or later.index(step.audit) <= later.index(step.id):
+                raise _fail(src, where, f"`audit: {step.audit}` is not a later step")
         if step.unique and (step.type != "text" or not step.save):
             raise _fail(src, where, "`unique` needs a text step that saves")
         if step.each and (step.type != "multi_choice" or not step.save):

@@ -495,6 +495,7 @@ def _opportunity_facts(session: Session, opp: Opportunity, today: date) -> dict[
             "account": st.account_name, "stage": opp.stage, "step": STEP_OF.get(opp.stage, 0),
             "phase": opp.phase or "", "product": opp.product or "",
             "currency": opp.currency or "", "amount": str(opp.amount or ""),
+            "amount_text": money_text(opp.amount, opp.currency or "") if opp.amount else "",
             "lead_in": (opp.phase or "") in LEAD_IN,
             "has_requirements": opp.requirements_on is not None,
             "has_contract": opp.contract_on is not None,

@@ -434,7 +434,8 @@ METHOD_EN: list[tuple[str, str | None]] = [
     (f"advance {_OPP}", "the contract is not signed"),
     (f"contract {_OPP}", None),
     ("1", None), ("yes", None), ("yes", None), ("yes", None),
-    ("2026-11-27", "The end marker is recorded"),
+    ("2026-11-27", "recorded so far: 1,200,000 CNY; skip keeps it"),
+    ("skip", "The end marker is recorded"),
     (f"advance {_OPP}", "moves to step 6"),
     # step 6: deposit, order, collection
     (f"advance {_OPP}", "no deposit received"),
@@ -558,7 +559,8 @@ METHOD_ZH: list[tuple[str, str | None]] = [
     ("给网点负责人配羽绒背心", None),
     (f"合同 {_OPP}", None),
     ("1", None), ("是", None), ("是", None), ("是", None),
-    ("2026-11-27", "结束标志已经记录"),
+    ("2026-11-27", "目前记录为 1,200,000 CNY"),
+    ("120万", "结束标志已经记录"),  # the same amount, typed: no reason asked, nothing logged
     (f"推进 {_OPP}", "进入第 6 步"),
     (f"推进 {_OPP}", "还没有收到定金"),
     (f"发票 {_OPP}", None),

@@ -272,7 +272,7 @@ def test_close_suggests_a_method_and_explains_it() -> None:
 
 
 def test_contract_checklist_and_service_tracking() -> None:
-    turns = run(start("contract"), ["1", "yes", "no", "skip", "2026-11-27"])
+    turns = run(start("contract"), ["1", "yes", "no", "skip", "2026-11-27", "skip"])
     assert "Check it: the signing entity must exist" in text(turns[2])  # "no" to the licence
     review = saves(turns, "opportunities")
     assert review[-1].values == {"contract_on": date(2026, 11, 27)}

@@ -45,7 +45,7 @@ def _opp(session: Session) -> Opportunity:
 async def test_a_contract_signed_in_the_future_is_refused(db: Database, lang: str, typed: str,
                                                           said: str) -> None:
     replies = await _chat(db, [f"contract {OPP}", "1", "yes", "yes", "yes", typed,
-                               "2026-11-26"], lang=lang)
+                               "2026-11-26", "skip"], lang=lang)
     assert said in replies[5]
     opp = await db.run(_opp)
     assert opp.contract_on == date(2026, 11, 26)  # the date it happened, after the re-ask
@@ -56,16 +56,16 @@ async def test_a_contract_signed_in_the_future_is_refused(db: Database, lang: st
 
 async def test_delivery_before_production_and_invoice_before_contract(db: Database) -> None:
     replies = await _chat(db, [
-        f"contract {OPP}", "1", "yes", "yes", "yes", "2026-11-20",
+        f"contract {OPP}", "1", "yes", "yes", "yes", "2026-11-20", "skip",
         f"contract {OPP}", "2", "2026-11-24", "2026-11-22", "2026-11-25", "2026-11-21",
         "2026-11-26",
         f"invoice {OPP}", "1", "YY-9", "¥10,000", "2026-11-18", "2026-11-21", "2026-12-21"])
     assert "2026-11-22 (Sun, 5 days ago) is earlier than “Production done”: 2026-11-24" \
-        in replies[9]
-    assert "is earlier than “Delivered”: 2026-11-25" in replies[11]
+        in replies[10]
+    assert "is earlier than “Delivered”: 2026-11-25" in replies[12]
     # the contract was signed on 11-20 in an earlier dialog: a fact of the opportunity
-    assert "is earlier than “contract signed”: 2026-11-20" in replies[17]
-    assert "✓ Amount: 10,000 CNY" in replies[16] or "10,000 CNY" in replies[16]
+    assert "is earlier than “contract signed”: 2026-11-20" in replies[18]
+    assert "✓ Amount: 10,000 CNY" in replies[17] or "10,000 CNY" in replies[17]
     opp = await db.run(_opp)
     assert (opp.produced_on, opp.delivered_on, opp.accepted_on) == (
         date(2026, 11, 24), date(2026, 11, 25), date(2026, 11, 26))
