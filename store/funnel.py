@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dialogs import parsing
-from store.enums import BuyingPhase, CollectionRung, FunnelStage, Role
+from store.enums import REOPENABLE_STAGES, BuyingPhase, CollectionRung, FunnelStage, Role
 from store.models import (
     Account,
     Activity,
@@ -87,6 +87,12 @@ def next_stage(stage: str) -> str | None:
     if stage not in OPEN:
         return None
     return FUNNEL[FUNNEL.index(stage) + 1]
+
+
+def reopen_stage(opp: Opportunity) -> str:
+    """Where `reopen` brings a deal back: the stage it was lost in, else (a keep-in-touch
+    deal, or one lost before that was recorded) customer analysis, to be judged again."""
+    return opp.lost_from if opp.lost_from in OPEN else FunnelStage.ANALYSIS.value
 
 
 # ---- look-ups ---------------------------------------------------------------------------------
@@ -508,6 +514,11 @@ def _opportunity_facts(session: Session, opp: Opportunity, today: date) -> dict[
                for name in ("contract_on", "produced_on", "delivered_on", "accepted_on",
                             "requirements_on")},
             "qualification": dict(opp.qualification or {}),
+            "lost_reason": opp.lost_reason or "",
+            "lost_details": dict(opp.lost_details or {}),
+            # `reopen`: only a deal out of the funnel comes back, to where it left it
+            "reopenable": opp.stage in REOPENABLE_STAGES,
+            "reopen_to": reopen_stage(opp),
             "contract_review": dict(opp.contract_review or {}),
         },
         "account": {
