@@ -307,11 +307,10 @@ def _lost_line(req: CommandRequest, o: Opportunity) -> str | None:
     if o.stage != FunnelStage.LOST:
         return None
     details = o.lost_details or {}
-    parts = [str(req.text("lost.card.line", reason=req.text(f"lost.reason.{o.lost_reason}")
-                          if o.lost_reason in set(LostReason)
-                          else o.lost_reason or "—"))]
-    if details.get(LostDetail.NOTE):
-        parts[0] += f" ({details[LostDetail.NOTE]})"
+    reason = req.text(f"lost.reason.{o.lost_reason}") if o.lost_reason in set(LostReason) \
+        else o.lost_reason or "—"
+    parts = [str(req.text("lost.card.line", reason=reason,
+                          note=details.get(LostDetail.NOTE) or ""))]
     if details.get(LostDetail.COMPETITOR):
         parts.append(str(req.text("lost.card.won_by", competitor=details[LostDetail.COMPETITOR])))
     if details.get(LostDetail.LESSON):
