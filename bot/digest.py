@@ -32,7 +32,7 @@ from dialogs.messages import Attachment, Mention, Outbound
 from dialogs.render import Renderer
 from store.db import Database
 from store.enums import FINISHED_STAGES, InvoiceStatus, LostReason, OutboxStatus, Role
-from store.funnel import money_text
+from store.funnel import money_text, step_label
 from store.models import (
     Account,
     Activity,
@@ -400,6 +400,7 @@ def render_text(renderer: Renderer, data: DigestData) -> Markup:
     return renderer.template(
         "digest_main.j2", lang, d=data, r=data.recipient, funnel=funnel,
         lost_reasons=[str(r) for r in LostReason],
+        stage=lambda code: step_label(renderer.text(lang, f"jobs.stage.{code}"), code),
         date=data.recipient.local_date.isoformat())
 
 
@@ -410,7 +411,8 @@ def funnel_bars(renderer: Renderer, data: DigestData) -> list[FunnelBar]:
         for cur, amount in row["amounts"].items():
             currencies[cur] += amount
     main = max(currencies, key=lambda c: currencies[c]) if currencies else ""
-    return [FunnelBar(label=str(renderer.text(lang, f"jobs.short.{row['stage']}")),
+    return [FunnelBar(label=step_label(renderer.text(lang, f"jobs.short.{row['stage']}"),
+                                       row["stage"]),
                       count=row["count"], amount=row["amounts"].get(main, Decimal(0)),
                       amount_text=_money(row["amounts"]))
             for row in data.funnel]

@@ -48,7 +48,7 @@ from store.enums import (
     QualificationCheck,
     Role,
 )
-from store.funnel import money_text
+from store.funnel import money_text, step_label
 from store.models import (
     Account,
     BuyingSignal,
@@ -102,6 +102,8 @@ def _label(req: CommandRequest, group: str, code: str | None) -> str:
     catalog = req.renderer.catalogs.get(req.ctx.lang) or req.renderer.catalogs["en"]
     if key not in catalog and key not in req.renderer.catalogs["en"]:
         return code
+    if group == "stage":
+        return step_label(req.text(key), code)
     return req.text(key)
 
 
