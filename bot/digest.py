@@ -31,8 +31,8 @@ from bot.rules import FUNNEL, Rules, zone
 from dialogs.messages import Attachment, Mention, Outbound
 from dialogs.render import Renderer
 from store.db import Database
-from store.enums import InvoiceStatus, OutboxStatus, Role
-from store.funnel import money_text
+from store.enums import FINISHED_STAGES, InvoiceStatus, LostReason, OutboxStatus, Role
+from store.funnel import money_text, step_label
 from store.models import (
     Account,
     Activity,
@@ -240,14 +240,15 @@ def org_snapshot(session: Session, org_id: uuid.UUID, now: datetime) -> OrgSnaps
                         "amount_text": money_text(outstanding, inv.currency),
                         "urgency": days / 15 * (2 if outstanding >= rules.large_amount else 1)})
 
-    # since yesterday: entering a stage (advanced, won, lost) and new opportunities
+    # since yesterday: entering a stage (advanced, won, lost, put on keep-in-touch) and new
+    # opportunities
     changes: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in session.execute(
-            in_org.add_columns(Opportunity.created_at)
-            .where(Opportunity.stage.in_((*FUNNEL, "won", "lost")),
+            in_org.add_columns(Opportunity.created_at, Opportunity.lost_reason)
+            .where(Opportunity.stage.in_((*FUNNEL, *FINISHED_STAGES)),
                    Opportunity.stage_entered_at >= since)
             .order_by(Opportunity.name)):
-        if r.stage in ("won", "lost"):
+        if r.stage in FINISHED_STAGES:
             changes[r.stage].append(dict(r._mapping))
         elif r.created_at < since:
             changes["advanced"].append(dict(r._mapping))
@@ -398,6 +399,8 @@ def render_text(renderer: Renderer, data: DigestData) -> Markup:
               for row in data.funnel]
     return renderer.template(
         "digest_main.j2", lang, d=data, r=data.recipient, funnel=funnel,
+        lost_reasons=[str(r) for r in LostReason],
+        stage=lambda code: step_label(renderer.text(lang, f"jobs.stage.{code}"), code),
         date=data.recipient.local_date.isoformat())
 
 
@@ -408,7 +411,8 @@ def funnel_bars(renderer: Renderer, data: DigestData) -> list[FunnelBar]:
         for cur, amount in row["amounts"].items():
             currencies[cur] += amount
     main = max(currencies, key=lambda c: currencies[c]) if currencies else ""
-    return [FunnelBar(label=str(renderer.text(lang, f"jobs.short.{row['stage']}")),
+    return [FunnelBar(label=step_label(renderer.text(lang, f"jobs.short.{row['stage']}"),
+                                       row["stage"]),
                       count=row["count"], amount=row["amounts"].get(main, Decimal(0)),
                       amount_text=_money(row["amounts"]))
             for row in data.funnel]

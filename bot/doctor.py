@@ -23,7 +23,7 @@ from bot.coach import plain
 from dialogs.flow import FlowSet, date_bounds
 from dialogs.render import Renderer
 from store.enums import JSON_KEYS, FunnelStage, QualificationCheck
-from store.funnel import money_text, standing
+from store.funnel import money_text, standing, step_label
 from store.models import Base, Opportunity
 
 # keys older versions wrote, and the key the readers know them by (a rename, not a guess)
@@ -276,7 +276,8 @@ def describe(problem: Problem, renderer: Renderer, lang: str,
         table, _, name = params["bound"].partition(".")
         params["bound"] = column(table, name)
     if "stage" in params:
-        params["stage"] = renderer.text(lang, f"lk.stage.{params['stage']}")
+        params["stage"] = step_label(renderer.text(lang, f"lk.stage.{params['stage']}"),
+                                     params["stage"])
     for key in ("to_invoice", "outstanding"):
         if key in params:
             params[key] = money_text(params[key], params.get("currency", ""))

@@ -126,6 +126,9 @@ def _receivables(req: ReportRequest) -> list[Outbound]:
         return []
     funnel.settle_invoices(req.session, opp.id, req.ctx.today)
     st = funnel.standing(req.session, opp)
+    collected = st.has("all_collected") and opp.stage in ("collection", "won")
+    if collected:
+        funnel.close_out(opp)  # the money is in: no step left to plan on the deal
     r, lang = req.renderer, req.lang
     rows = [{"number": inv.number, "amount": _money(inv.amount, inv.currency),
              "paid": _money(inv.paid, inv.currency),
@@ -135,8 +138,7 @@ def _receivables(req: ReportRequest) -> list[Outbound]:
             for inv in st.invoices]
     contact = st.trusted_contact
     text = r.template("method_receivables.j2", lang, opp=opp.name, rows=rows,
-                      all_collected=st.has("all_collected")
-                      and opp.stage in ("collection", "won"),
+                      all_collected=collected, referral=opp.referral_note or "",
                       to_invoice=_money(st.to_invoice, opp.currency or "")
                       if st.invoices and st.to_invoice else None,
                       contract=_money(opp.amount, opp.currency or "")

@@ -40,7 +40,7 @@ from bot.rules import FUNNEL, LADDER, Rules, zone
 from dialogs.messages import Mention, Option, Outbound
 from dialogs.render import Renderer
 from store.enums import InvoiceStatus, NudgeStatus, SubjectType
-from store.funnel import money_text
+from store.funnel import money_text, step_label
 from store.models import (
     Account,
     CollectionAction,
@@ -414,7 +414,9 @@ def render_nudge(renderer: Renderer, lang: str, items: Sequence[tuple[uuid.UUID,
     rules = [other.rule for _id, other in items]
     template = "nudge_invoice.j2" if due.subject_type == INV else "nudge_opportunity.j2"
     text = renderer.template(template, lang, rule=due.rule, rules=rules, owner=owner_name,
-                             f=facts, rungs=LADDER, nudge_id=str(nudge_id))
+                             f=facts, rungs=LADDER, nudge_id=str(nudge_id),
+                             stage=lambda code: step_label(
+                                 renderer.text(lang, f"jobs.stage.{code}"), code))
     t = renderer.text
     sid = str(nudge_id)
     options = (

@@ -517,6 +517,11 @@ class Engine:
     def _proceed(self, flow: Flow, state: DialogState, ctx: TurnContext,
                  before: tuple[Outbound, ...], effects: tuple[Effect, ...]) -> Turn:
         """Move the cursor to the first unanswered slot and ask it, or finish the flow."""
+        refusal = next((r for r in flow.spec.refuse if self._holds(r.when, {}, "", ctx)), None)
+        if refusal is not None:  # the flow does not apply to this record: say so, save nothing
+            closed = replace(state, status="cancelled", cursor=None, pending=None)
+            return Turn(closed, (Outbound(self.r.pick(refusal.say, ctx.lang,
+                                                      **self._extras(flow, ctx)), kind="error"),))
         slots = self._expand(flow, state, ctx)
         for slot in slots:
             if slot.key not in state.answers:
@@ -925,11 +930,15 @@ class Engine:
                                               index if same_iteration else None))
         return record.table, rid, parent
 
-    def _fill(self, flow: Flow, alias: str, ctx: TurnContext) -> dict[str, Any]:
-        """The record's `fill` columns: "{now}", "{fact.path}" or a literal."""
+    def _fill(self, flow: Flow, alias: str, ctx: TurnContext,
+              columns: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+        """The record's `fill` columns (or `columns`): "{now}", "{fact.path}" or a literal."""
         out: dict[str, Any] = {}
-        for column, source in flow.spec.records[alias].fill.items():
-            if source.startswith("{") and source.endswith("}"):
+        for column, source in (flow.spec.records[alias].fill if columns is None
+                               else columns).items():
+            if source is None:
+                out[column] = None
+            elif source.startswith("{") and source.endswith("}"):
                 path = source[1:-1].strip()
                 if path == "now":
                     out[column] = ctx.now
@@ -1039,6 +1048,7 @@ class Engine:
             messages.append(Outbound(self.r.pick(flow.spec.done, lang, **self._extras(flow, ctx)),
                                      kind="say"))
         extra.extend(self._at_end_saves(flow, state, ctx))
+        extra.extend(self._on_done_saves(flow, state, ctx))
         logged = {alias: rid for alias, rid in ids.items() if self._written(flow, state, alias)}
         account_id = logged.get("account") or fact(facts_of(ctx), "opportunity.account_id")
         extra.append(Log(kind=flow.id, note=str(self.r.pick(flow.spec.title, "en")),
@@ -1094,6 +1104,23 @@ class Engine:
                 values.update(self._fill(flow, alias, ctx))
                 table, rid, parent = self._target(flow, state, alias, None)
                 effects.append(Save(table, rid, values, parent))
+        return effects
+
+    def _on_done_saves(self, flow: Flow, state: DialogState, ctx: TurnContext) -> list[Effect]:
+        """The `on_done` columns of the records the dialog is about; a changed `stage` is
+        logged as a stage change (`<from> -> <to>`, what the analytics read)."""
+        effects: list[Effect] = []
+        for alias, record in flow.spec.records.items():
+            if not record.on_done or not self._written(flow, state, alias):
+                continue
+            values = self._fill(flow, alias, ctx, record.on_done)
+            table, rid, parent = self._target(flow, state, alias, None)
+            effects.append(Save(table, rid, values, parent))
+            before = fact(facts_of(ctx), f"{alias}.stage")
+            if "stage" in values and before and values["stage"] != before:
+                effects.append(Log(kind="stage_change", note=f"{before} -> {values['stage']}",
+                                   account_id=fact(facts_of(ctx), f"{alias}.account_id"),
+                                   opportunity_id=rid))
         return effects
 
     @staticmethod

@@ -158,6 +158,17 @@ class RecordDef(_Strict):
     at_end: bool = False
     # values for required columns that later questions fill in, used when the row is inserted
     defaults: dict[str, str] = {}
+    # columns written once, when the flow is done (same forms as `fill`; `~` clears one): a
+    # deal marked lost only when the whole `lost` dialog is answered
+    on_done: dict[str, str | None] = {}
+
+
+class Refusal(_Strict):
+    """A flow that does not apply to the record it is about: said, and the dialog closed,
+    before any question is asked or anything saved (a won deal cannot be lost)."""
+
+    when: Condition
+    say: Texts
 
 
 class VerdictCheck(_Strict):
@@ -199,6 +210,8 @@ class FlowDef(_Strict):
     records: dict[str, RecordDef] = {}
     steps: list[Item]
     verdict: VerdictDef | None = None
+    # tested once the record the flow is about is known (its facts: `when: {fact: ...}`)
+    refuse: list[Refusal] = []
     then: str | None = None
     done: Texts | None = None
     # what the host looks up for this flow's texts and checks (`f` in texts): named fact sets
@@ -378,12 +391,16 @@ def _check(flow: Flow, columns: Mapping[str, set[str]] | None, langs: tuple[str,
     spec, src = flow.spec, flow.source
     for name in ("title", "intro", "done"):
         _check_texts(src, "flow", name, getattr(spec, name), langs)
+    for n, refusal in enumerate(spec.refuse):
+        if list(refusal.when.steps()):
+            raise _fail(src, f"refuse {n + 1}", "`when` tests facts (`fact:`), not answers")
+        _check_texts(src, f"refuse {n + 1}", "say", refusal.say, langs)
     for alias, rec in spec.records.items():
         if columns is not None and rec.table not in columns:
             raise _fail(src, f"record '{alias}'", f"unknown table '{rec.table}'")
         if rec.parent and rec.parent not in spec.records:
             raise _fail(src, f"record '{alias}'", f"parent '{rec.parent}' is not a record")
-        for column in [*rec.fill, *rec.defaults]:
+        for column in [*rec.fill, *rec.defaults, *rec.on_done]:
             if columns is not None and column not in columns.get(rec.table, set()):
                 raise _fail(src, f"record '{alias}'",
                             f"`fill`: table '{rec.table}' has no column '{column}'")

@@ -28,7 +28,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -36,12 +36,15 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from store.enums import OPEN_STAGES, FunnelStage, InvoiceStatus
+from store.funnel import FUNNEL
 from store.health import DEFAULT_STALLED_DAYS, STAGE_INDEX, STAGE_ORDER, stalled_days
 from store.models import Account, Activity, Invoice, Opportunity, Payment, SpinEntry, User
 
 SPIN_KINDS = ("S", "P", "I", "N")
 _CHANGE = re.compile(r"^\s*([a-z_]+)\s*(?:->|→)\s*([a-z_]+)")
 _DROPPED = frozenset({FunnelStage.LOST, FunnelStage.KEEP_IN_TOUCH})
+# the funnel's order with its way out at the bottom: collection -> won is a step converted
+_FUNNEL_INDEX = {stage: i for i, stage in enumerate(FUNNEL)}
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,15 @@ def _day(value: datetime | date) -> date:
     return value.date() if isinstance(value, datetime) else value
 
 
+def _end_day(end: datetime | date) -> date:
+    """The first day after a period ending at `end` (exclusive): a period that ends now takes
+    in what is dated today (a payment received this morning), one that ends at midnight does
+    not take in the day that begins."""
+    if isinstance(end, datetime):
+        return (end - timedelta(microseconds=1)).date() + timedelta(days=1)
+    return end
+
+
 def team_report(session: Session, org_id: uuid.UUID, user_ids: Iterable[uuid.UUID], *,
                 start: datetime, end: datetime, now: datetime | None = None) -> TeamReport:
     """Every figure for each of `user_ids` and for them together, over [start, end)."""
@@ -260,13 +272,17 @@ def team_report(session: Session, org_id: uuid.UUID, user_ids: Iterable[uuid.UUI
         entered[moved_id] = occurred_at
         if occurred_at < start or source not in STAGE_INDEX:
             continue
-        flow = stats[created[moved_id][0]].step(source)
         if target in _DROPPED:
-            flow.dropped += 1
-        elif STAGE_INDEX.get(target, -1) > STAGE_INDEX[source]:
-            flow.advanced += 1
+            dropped = True
+        elif _FUNNEL_INDEX.get(target, -1) > _FUNNEL_INDEX[source]:
+            dropped = False  # forward, into won (everything collected) too
         else:
-            continue  # a move back is neither
+            continue  # a move back is neither (and leaves no empty "— of 0" step behind)
+        flow = stats[created[moved_id][0]].step(source)
+        if dropped:
+            flow.dropped += 1
+        else:
+            flow.advanced += 1
         flow.days.append(round((occurred_at - since).total_seconds() / 86400, 1))
 
     # where they stall: open opportunities now
@@ -296,7 +312,7 @@ def team_report(session: Session, org_id: uuid.UUID, user_ids: Iterable[uuid.UUI
 
 def _receivables(session: Session, org_id: uuid.UUID, users: list[uuid.UUID],
                  stats: dict[uuid.UUID, RepStats], *, start: datetime, end: datetime) -> None:
-    first, last = _day(start), _day(end)  # [first, last)
+    first, last = _day(start), _end_day(end)  # [first, last)
     owner = func.coalesce(Opportunity.owner_id, Account.owner_id)
     paid: dict[uuid.UUID, tuple[Decimal, date | None]] = {}
     for invoice_id, total, last_paid in session.execute(

@@ -180,12 +180,40 @@ class ContractReviewCheck(StrEnum):
     BANK_ACCOUNT = "bank_account"
 
 
+class LostReason(StrEnum):
+    """Codes of `opportunities.lost_reason`: why a deal was lost (the short list of `lost`)."""
+
+    PRICE = "price"
+    COMPETITOR = "competitor"
+    NO_BUDGET = "no_budget"
+    NO_DECISION = "no_decision"
+    REQUIREMENTS_NOT_MET = "requirements_not_met"
+    OTHER = "other"
+
+
+class LostDetail(StrEnum):
+    """Keys of `opportunities.lost_details`: what the `lost` dialog records besides the reason."""
+
+    NOTE = "note"  # the reason in the rep's words
+    COMPETITOR = "competitor"  # who won the deal
+    LESSON = "lesson"  # what to learn from it
+
+
+# the stages where a deal has left the funnel: nothing more to nudge, chase or plan
+FINISHED_STAGES: frozenset[FunnelStage] = frozenset(
+    {FunnelStage.WON, FunnelStage.LOST, FunnelStage.KEEP_IN_TOUCH})
+# the finished stages `reopen` brings back into the funnel
+REOPENABLE_STAGES: frozenset[FunnelStage] = frozenset(
+    {FunnelStage.LOST, FunnelStage.KEEP_IN_TOUCH})
+
+
 # The one vocabulary of keys inside JSON columns that flows, cards, health, CSV, the demo and
 # the proposal all read and write: (table, column) -> its keys. A flow that saves
 # `opportunity.qualification.<key>` is refused at start-up unless <key> is listed here.
 JSON_KEYS: dict[tuple[str, str], type[StrEnum]] = {
     ("opportunities", "qualification"): QualificationCheck,
     ("opportunities", "contract_review"): ContractReviewCheck,
+    ("opportunities", "lost_details"): LostDetail,
 }
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dialogs import parsing
-from store.enums import BuyingPhase, CollectionRung, FunnelStage, Role
+from store.enums import REOPENABLE_STAGES, BuyingPhase, CollectionRung, FunnelStage, Role
 from store.models import (
     Account,
     Activity,
@@ -83,10 +83,25 @@ OPEN = frozenset(FUNNEL[:-1])
 ZERO = Decimal("0.00")
 
 
+def step_label(label: str, stage: str | None) -> str:
+    """A funnel stage's label with its step of the method in front (`6 · Press for the
+    deposit`), as cards, nudges, the digest, its chart and the Slack home all show it: the one
+    numbering is `STEP_OF` (what `advance` and `next` say). A deal out of the funnel (won,
+    lost, keep in touch) has no step."""
+    step = STEP_OF.get(stage or "") if stage in OPEN else None
+    return f"{step} · {label}" if step else str(label)
+
+
 def next_stage(stage: str) -> str | None:
     if stage not in OPEN:
         return None
     return FUNNEL[FUNNEL.index(stage) + 1]
+
+
+def reopen_stage(opp: Opportunity) -> str:
+    """Where `reopen` brings a deal back: the stage it was lost in, else (a keep-in-touch
+    deal, or one lost before that was recorded) customer analysis, to be judged again."""
+    return opp.lost_from if opp.lost_from in OPEN else FunnelStage.ANALYSIS.value
 
 
 # ---- look-ups ---------------------------------------------------------------------------------
@@ -410,6 +425,7 @@ def advance(session: Session, opp: Opportunity, *, user_id: uuid.UUID, role: str
     opp.last_activity_at = now
     if target == FunnelStage.WON:
         opp.closed_at = now
+        close_out(opp)
     note = f"{stage} -> {target}"
     if missing:
         note += f" (manager override; missing: {', '.join(missing)})"
@@ -418,6 +434,12 @@ def advance(session: Session, opp: Opportunity, *, user_id: uuid.UUID, role: str
                          kind="stage_change", note=note, occurred_at=now, created_at=now))
     session.flush()
     return Move(True, stage, target, missing, overridden=bool(missing))
+
+
+def close_out(opp: Opportunity) -> None:
+    """A deal that has ended (won, everything collected): nothing more is planned on it."""
+    opp.next_step = None
+    opp.next_step_due = None
 
 
 # ---- what a rep should do next ------------------------------------------------------------------
@@ -509,6 +531,12 @@ def _opportunity_facts(session: Session, opp: Opportunity, today: date) -> dict[
                for name in ("contract_on", "produced_on", "delivered_on", "accepted_on",
                             "requirements_on")},
             "qualification": dict(opp.qualification or {}),
+            "referral_note": opp.referral_note or "",
+            "lost_reason": opp.lost_reason or "",
+            "lost_details": dict(opp.lost_details or {}),
+            # `reopen`: only a deal out of the funnel comes back, to where it left it
+            "reopenable": opp.stage in REOPENABLE_STAGES,
+            "reopen_to": reopen_stage(opp),
             "contract_review": dict(opp.contract_review or {}),
         },
         "account": {

@@ -391,7 +391,11 @@ class Opportunity(Timestamps, Base):
     stage_entered_at: Mapped[datetime | None]
     last_activity_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
-    lost_reason: Mapped[str | None] = mapped_column(Text)
+    lost_reason: Mapped[str | None] = mapped_column(Text)  # a code: enums.LostReason
+    # the rest of what `lost` records (enums.LostDetail): the reason in words, who won, the lesson
+    lost_details: Mapped[dict[str, Any] | None] = mapped_column(default=dict)
+    # the stage a lost deal was in, where `reopen` brings it back
+    lost_from: Mapped[str | None] = _code(nullable=True)
     # the six steps' end markers and what the later steps record (flows in dialogs/flows/;
     # exit criteria in store/funnel.py)
     requirements_on: Mapped[date | None]  # written requirements / tender document received

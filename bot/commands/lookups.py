@@ -38,8 +38,17 @@ from store.analytics import (
     spin_mix_by_rep,
     team_report,
 )
-from store.enums import OPEN_STAGES, BuyingRole, InvoiceStatus, QualificationCheck, Role
-from store.funnel import money_text
+from store.enums import (
+    OPEN_STAGES,
+    BuyingRole,
+    FunnelStage,
+    InvoiceStatus,
+    LostDetail,
+    LostReason,
+    QualificationCheck,
+    Role,
+)
+from store.funnel import money_text, step_label
 from store.models import (
     Account,
     BuyingSignal,
@@ -93,6 +102,8 @@ def _label(req: CommandRequest, group: str, code: str | None) -> str:
     catalog = req.renderer.catalogs.get(req.ctx.lang) or req.renderer.catalogs["en"]
     if key not in catalog and key not in req.renderer.catalogs["en"]:
         return code
+    if group == "stage":
+        return step_label(req.text(key), code)
     return req.text(key)
 
 
@@ -293,10 +304,30 @@ def _with_account_names(session: Session, opps: Sequence[Opportunity]
     return [(o, names.get(o.account_id)) for o in opps]
 
 
+def _lost_line(req: CommandRequest, o: Opportunity) -> str | None:
+    """Why a lost deal was lost, who won it, what to learn (on the cards)."""
+    if o.stage != FunnelStage.LOST:
+        return None
+    details = o.lost_details or {}
+    reason = req.text(f"lost.reason.{o.lost_reason}") if o.lost_reason in set(LostReason) \
+        else o.lost_reason or "—"
+    parts = [str(req.text("lost.card.line", reason=reason,
+                          note=details.get(LostDetail.NOTE) or ""))]
+    if details.get(LostDetail.COMPETITOR):
+        parts.append(str(req.text("lost.card.won_by", competitor=details[LostDetail.COMPETITOR])))
+    if details.get(LostDetail.LESSON):
+        parts.append(str(req.text("lost.card.lesson", lesson=details[LostDetail.LESSON])))
+    return " · ".join(parts)
+
+
 def _opp_line(req: CommandRequest, o: Opportunity, found: health_mod.Health | None,
               owner: str | None = None, account: str | None = None) -> dict[str, Any]:
+    finished = o.stage not in OPEN_STAGES
     return {"name": o.name, "account": account, "stage": _label(req, "stage", o.stage),
-            "phase": _label(req, "phase", o.phase) if o.phase else None,
+            # a deal out of the funnel: its buying process and next step are over
+            "finished": finished, "lost": _lost_line(req, o),
+            "phase": req.text("lost.card.closed") if finished and o.phase
+            else _label(req, "phase", o.phase) if o.phase else None,
             "amount": money(o.amount, o.currency or "CNY") if o.amount is not None else None,
             "close": o.expected_close.isoformat() if o.expected_close else None,
             "next_step": o.next_step,
@@ -357,7 +388,8 @@ def account_card(req: CommandRequest, who: Viewer, _chosen: Match, account: Acco
         "satisfaction": account.last_purchase_satisfaction,
         "step": _label(req, "stage", furthest) if furthest else None,
         "opps": [_opp_line(req, o, healths.get(o.id), owners.get(o.owner_id)) for o in open_opps],
-        "closed": [{"name": o.name, "stage": _label(req, "stage", o.stage)}
+        "closed": [{"name": o.name, "stage": _label(req, "stage", o.stage),
+                    "lost": _lost_line(req, o)}
                    for o in opps if o.stage not in OPEN_STAGES],
         **common,
     }

@@ -19,6 +19,7 @@ from bot.rules import Rules, zone
 from dialogs.messages import Option, Outbound
 from store import records
 from store.enums import ActivityKind, NudgeStatus, SubjectType
+from store.funnel import step_label
 from store.models import (
     Account,
     CollectionAction,
@@ -133,7 +134,7 @@ def _open(req: CommandRequest, nudge: Nudge) -> Sequence[Outbound]:
         .where(Opportunity.id == nudge.subject_id)).one()
     command = STAGE_COMMANDS.get(opp.stage, "opp")
     text = req.text("jobs.cmd.open_opp", subject=opp.name, account=opp.account,
-                    stage=req.text(f"jobs.stage.{opp.stage}"))
+                    stage=step_label(req.text(f"jobs.stage.{opp.stage}"), opp.stage))
     value = f"/{command}" if command != "opp" else f"/opp {opp.name}"
     return [Outbound(text, options=(Option(value, command),), private=True)]
 

@@ -23,6 +23,7 @@ from dialogs.state import DialogState
 from handlers.slack.render import EDIT, escape, plain_label
 from store import conversations as conv
 from store.enums import OPEN_STAGES, FunnelStage, InvoiceStatus, Role
+from store.funnel import step_label
 from store.models import Account, Invoice, Opportunity, User
 
 if TYPE_CHECKING:
@@ -200,7 +201,7 @@ def home_view(r: Renderer, data: HomeData) -> dict[str, Any]:
         if opp.stage != stage:
             stage = opp.stage
             blocks.append({"type": "context", "elements": [
-                {"type": "mrkdwn", "text": f"*{t(f'slack.stage.{stage}')}*"}]})
+                {"type": "mrkdwn", "text": f"*{step_label(t(f'slack.stage.{stage}'), stage)}*"}]})
         close = opp.expected_close.isoformat() if opp.expected_close else "—"
         blocks.append(section(
             f"*{escape(opp.name)}* · {escape(opp.account)}\n"
