@@ -183,13 +183,15 @@ async def test_a_rep_whose_slack_is_in_chinese_is_coached_in_chinese_by_name(
 async def test_lookups_are_ephemeral_unless_shared(slack: SlackClient) -> None:
     rep = slack.user()
     await rep.command("help")
-    assert [c.params["channel"] for c in slack.fake.calls("chat.postEphemeral")] == [CHANNEL]
+    # the help is long enough to go out in parts (Slack's message size): every part ephemeral
+    ephemeral = [c.params["channel"] for c in slack.fake.calls("chat.postEphemeral")]
+    assert ephemeral and set(ephemeral) == {CHANNEL}
     assert not slack.fake.calls("chat.postMessage")
     await rep.command("help share")
-    [shared] = slack.fake.calls("chat.postMessage")
-    assert shared.params["channel"] == CHANNEL
-    assert "What I can do" in plain(shared.params["text"])
-    assert len(slack.fake.calls("chat.postEphemeral")) == 1
+    shared = slack.fake.calls("chat.postMessage")
+    assert shared and {c.params["channel"] for c in shared} == {CHANNEL}
+    assert "What I can do" in plain(shared[0].params["text"])
+    assert len(slack.fake.calls("chat.postEphemeral")) == len(ephemeral)
 
 
 async def test_sharing_where_the_bot_is_not_a_member_goes_through_the_response_url(
@@ -197,9 +199,9 @@ async def test_sharing_where_the_bot_is_not_a_member_goes_through_the_response_u
     slack.fake.add_channel("C0RANDOM", "random", is_member=False)
     rep = slack.user()
     await rep.command("help share", channel="C0RANDOM", channel_name="random")
-    [answer] = slack.fake.calls("response_url")
-    assert answer.params["response_type"] == "in_channel"
-    assert "What I can do" in plain(answer.params["text"])
+    answers = slack.fake.calls("response_url")  # the help may go out in parts
+    assert answers and all(a.params["response_type"] == "in_channel" for a in answers)
+    assert "What I can do" in plain(answers[0].params["text"])
 
 
 async def test_a_shared_answer_keeps_private_parts_to_the_asker(
