@@ -31,6 +31,7 @@ from dialogs.state import DialogState
 from store import conversations as conv
 from store import funnel, permissions, records, search
 from store.db import Database
+from store.permissions import Access
 
 log = logging.getLogger(__name__)
 
@@ -382,26 +383,31 @@ class Coach:
         kind, scope = need
         org_id = speaker.org_id
         cap = self.reference_cap
+        # a dialog records: it may name only what the speaker may change (store/permissions)
+        who = permissions.viewer(session, org_id, speaker.user_id, speaker.role)
+        owners = who.owners(Access.CHANGE)
         if kind == "account":
-            names = records.names(session, "accounts", org_id=org_id, limit=cap + 1)
+            names = records.names(session, "accounts", org_id=org_id, owners=owners,
+                                  limit=cap + 1)
             if len(names) > cap:
-                return tuple(search.named_like(session, org_id, "account", text))
+                return tuple(search.named_like(session, who, "account", text,
+                                               access=Access.CHANGE))
             return tuple(names)
         if kind == "opportunity":
-            pairs = funnel.opportunity_candidates(session, org_id, scope,
+            pairs = funnel.opportunity_candidates(session, org_id, scope, owners=owners,
                                                   limit=None if scope else cap + 1)
             if scope is None and len({oid for oid, _name in pairs}) > cap:
-                return tuple(funnel.with_aliases(
-                    search.named_like(session, org_id, "opportunity", text)))
+                return tuple(funnel.with_aliases(search.named_like(
+                    session, who, "opportunity", text, access=Access.CHANGE)))
             return tuple(pairs)
         if kind == "invoice":
-            return tuple(funnel.invoice_candidates(session, org_id, scope))
+            return tuple(funnel.invoice_candidates(session, org_id, scope, owners=owners))
         if scope is None and "opportunity" in state.bound:  # a contact of the opportunity's
             scope = funnel.contact_account(session, state.bound["opportunity"]["id"])
         if scope is None:
             return ()
         return tuple(funnel.with_aliases(
-            records.names(session, "contacts", org_id=org_id, account_id=scope)))
+            records.names(session, "contacts", org_id=org_id, account_id=scope, owners=owners)))
 
     def _facts(self, session: Session, speaker: conv.Speaker, state: DialogState,
                now: datetime, ctx: FlowContext) -> dict[str, object]:
@@ -513,7 +519,16 @@ class Coach:
         ctx = self._ctx(session, speaker, now)
         request = CommandRequest(session=session, speaker=speaker, inbound=inbound, arg=arg,
                                  ctx=ctx, now=now, renderer=self.r, admins=self.admins)
-        return Reply(tuple(self.registry.commands[name].handler(request)), ctx.lang)
+        command = self.registry.commands[name]
+        messages = tuple(command.handler(request))
+        if inbound.chat == "channel" and not (inbound.shared or inbound.pressed
+                                              or command.in_place):
+            # typed in a channel or group: the answer is the asker's alone (Slack shows it
+            # ephemeral, Telegram sends it to their private chat), unless they `share` it; a
+            # tap on a post there (a nudge's buttons) answers on the post, which the command
+            # marks private where it must
+            messages = tuple(replace(m, private=True) for m in messages)
+        return Reply(messages, ctx.lang)
 
     def _help(self, speaker: conv.Speaker, now: datetime) -> Reply:
         ctx = self._ctx(None, speaker, now)

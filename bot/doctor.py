@@ -65,7 +65,7 @@ def date_rules(flows: FlowSet) -> list[DateRule]:
         tables = {alias: rec.table for alias, rec in flow.spec.records.items()}
         saves = {s.id: s.save for s in flow.all_steps() if s.save}
 
-        def column(path: str | None) -> tuple[str, str] | None:
+        def column(path: str | None, tables: dict[str, str] = tables) -> tuple[str, str] | None:
             if not path or "." not in path:
                 return None
             alias, _, col = path.partition(".")

@@ -30,6 +30,9 @@ class Inbound:
     chat_name: str | None = None
     # a press on a button of a question (not a typed line): it answers a paused dialog too
     pressed: bool = False
+    # typed in a channel with `share` at the end: the answer is for everyone there (without
+    # contact details); otherwise a channel's answer goes to the asker alone
+    shared: bool = False
     # the language of this session only (`salescoach chat --lang`), over the user's stored
     # preference, which it does not change
     session_lang: str | None = None

@@ -107,16 +107,22 @@ def reopen_stage(opp: Opportunity) -> str:
 # ---- look-ups ---------------------------------------------------------------------------------
 
 
+def _owned(query: Any, column: Any, owners: frozenset[uuid.UUID] | None) -> Any:
+    """`query` limited to rows whose `column` is one of `owners` (`None`: anyone's)."""
+    return query if owners is None else query.where(column.in_(sorted(owners)))
+
+
 def opportunity_candidates(session: Session, org_id: uuid.UUID,
                            account_id: str | None = None, *,
+                           owners: frozenset[uuid.UUID] | None = None,
                            limit: int | None = None) -> list[tuple[str, str]]:
-    """(id, name) of open opportunities for "which opportunity?", each also under its
+    """(id, name) of opportunities for "which opportunity?", each also under its
     customer's name (so `spin Daqing` finds the Daqing opportunity); own names first, at
-    most `limit` opportunities."""
-    query = (select(Opportunity.id, Opportunity.name, Account.name)
-             .join(Account, Account.id == Opportunity.account_id)
-             .where(Opportunity.org_id == org_id)
-             .order_by(Opportunity.name))
+    most `limit` opportunities; with `owners` (store/permissions.py), only theirs."""
+    query = _owned(select(Opportunity.id, Opportunity.name, Account.name)
+                   .join(Account, Account.id == Opportunity.account_id)
+                   .where(Opportunity.org_id == org_id)
+                   .order_by(Opportunity.name), Opportunity.owner_id, owners)
     if account_id is not None:
         query = query.where(Opportunity.account_id == uuid.UUID(account_id))
     if limit is not None:
@@ -139,7 +145,8 @@ def suggestions(session: Session, org_id: uuid.UUID, user_id: uuid.UUID, kind: s
     opportunities, most urgent first (next step due soonest, then the most recently active);
     their accounts, most recently changed first; the contacts at a customer, most recently
     changed first; open invoices of their deals, earliest due first. Within the account or
-    opportunity the dialog has bound, when it has one."""
+    opportunity the dialog has bound, when it has one; always the asker's own rows (what a
+    dialog may change, store/permissions.py)."""
     query: Any
     if kind == "opportunity":
         query = (select(Opportunity.id, Opportunity.name)
@@ -157,15 +164,17 @@ def suggestions(session: Session, org_id: uuid.UUID, user_id: uuid.UUID, kind: s
         if scope is None:
             return []
         query = (select(Contact.id, Contact.name)
-                 .where(Contact.org_id == org_id, Contact.account_id == uuid.UUID(scope))
+                 .where(Contact.org_id == org_id, Contact.account_id == uuid.UUID(scope),
+                        Contact.owner_id == user_id)
                  .order_by(Contact.updated_at.desc(), Contact.id))
     elif kind == "invoice":
         query = (select(Invoice.id, Invoice.number)
                  .join(Opportunity, Opportunity.id == Invoice.opportunity_id)
-                 .where(Invoice.org_id == org_id, Invoice.status == "open")
+                 .where(Invoice.org_id == org_id, Invoice.status == "open",
+                        Opportunity.owner_id == user_id)
                  .order_by(Invoice.due_on, Invoice.number))
-        query = query.where(Invoice.opportunity_id == uuid.UUID(scope)) if scope is not None \
-            else query.where(Opportunity.owner_id == user_id)
+        if scope is not None:
+            query = query.where(Invoice.opportunity_id == uuid.UUID(scope))
     else:
         return []
     return [(str(rid), name) for rid, name in session.execute(query.limit(limit))]
@@ -188,11 +197,14 @@ def with_aliases(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
     return out
 
 
-def invoice_candidates(session: Session, org_id: uuid.UUID,
-                       opportunity_id: str | None) -> list[tuple[str, str]]:
-    """(id, number) of invoices still open, of one opportunity when it is known."""
-    query = select(Invoice.id, Invoice.number).where(
-        Invoice.org_id == org_id, Invoice.status == "open").order_by(Invoice.due_on)
+def invoice_candidates(session: Session, org_id: uuid.UUID, opportunity_id: str | None, *,
+                       owners: frozenset[uuid.UUID] | None = None) -> list[tuple[str, str]]:
+    """(id, number) of invoices still open, of one opportunity when it is known; with
+    `owners`, only of their deals."""
+    query = _owned(select(Invoice.id, Invoice.number)
+                   .join(Opportunity, Opportunity.id == Invoice.opportunity_id)
+                   .where(Invoice.org_id == org_id, Invoice.status == "open")
+                   .order_by(Invoice.due_on), Opportunity.owner_id, owners)
     if opportunity_id is not None:
         query = query.where(Invoice.opportunity_id == uuid.UUID(opportunity_id))
     return [(str(iid), number) for iid, number in session.execute(query)]
@@ -213,11 +225,12 @@ class Found:
 
 
 def find_opportunity(session: Session, org_id: uuid.UUID, text: str, *,
-                     prefer_open: bool = False) -> Found:
-    """The opportunity `text` names (its own name or its customer's, exactly, else the names
-    like it). With `prefer_open`, where it could mean several and only some are still in the
-    funnel, those are what it means (`advance daqing` when Daqing's other deal is lost)."""
-    candidates = opportunity_candidates(session, org_id)
+                     owners: frozenset[uuid.UUID] | None, prefer_open: bool = False) -> Found:
+    """The opportunity of `owners` (store/permissions.py) that `text` names (its own name or
+    its customer's, exactly, else the names like it). With `prefer_open`, where it could mean
+    several and only some are still in the funnel, those are what it means (`advance daqing`
+    when Daqing's other deal is lost)."""
+    candidates = opportunity_candidates(session, org_id, owners=owners)
     key = parsing.normalize_key(text)
     canonical: dict[str, str] = {}
     for oid, name in candidates:
@@ -229,9 +242,13 @@ def find_opportunity(session: Session, org_id: uuid.UUID, text: str, *,
         for oid, name in candidates:
             by_name.setdefault(name, []).append(oid)
         near = parsing.close_matches(text, list(by_name))
-        # names that contain what was typed beat names that merely look alike
+        # names that contain what was typed beat names that merely look alike; a name that
+        # merely looks alike is only offered ("did you mean"), never acted on
         containing = [n for n in near if key and key in parsing.normalize_key(n)]
-        ids = list(dict.fromkeys(oid for name in containing or near for oid in by_name[name]))
+        if not containing:
+            return Found(None, tuple(dict.fromkeys(
+                canonical[oid] for name in near for oid in by_name[name])))
+        ids = list(dict.fromkeys(oid for name in containing for oid in by_name[name]))
     if prefer_open and len(ids) > 1:
         open_ids = {str(oid) for oid in session.scalars(select(Opportunity.id).where(
             Opportunity.id.in_([uuid.UUID(i) for i in ids]), Opportunity.stage.in_(OPEN)))}

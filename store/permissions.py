@@ -1,5 +1,16 @@
-"""Who may see what: a rep their own accounts and opportunities, a manager their team's, an
-admin everything in the org.
+"""Who may see and change what: one rule for every command, dialog, button and front end.
+
+| access     | rep  | manager      | admin        |
+|------------|------|--------------|--------------|
+| `READ`     | own  | team         | org          |
+| `CHANGE`   | own  | own          | own          |
+| `MANAGE`   | own  | team         | org          |
+| personal   | own  | team         | own (+ team) |
+
+`READ` is the look-ups, cards, pipeline, exports. `CHANGE` is what a dialog, an edit form or a
+proposal writes: a record's owner keeps it (a manager coaches, the rep records). `MANAGE` is
+what the method gives managers over their team's deals: `override`, `advance`, and Done /
+Snooze / Open on a nudge.
 
 A manager's team is the users whose `manager_id` is them, and those users' reports (two levels:
 a sales director sees the team leads' reps too). Personal notes on contacts are stricter: only
@@ -14,6 +25,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 
 from sqlalchemy import ColumnElement, select, true
 from sqlalchemy.orm import QueryableAttribute, Session
@@ -22,6 +34,12 @@ from store.enums import Role
 from store.models import User
 
 OwnerColumn = ColumnElement[uuid.UUID] | QueryableAttribute[uuid.UUID]
+
+
+class Access(StrEnum):
+    READ = "read"
+    CHANGE = "change"
+    MANAGE = "manage"
 
 
 class NotYours(Exception):
@@ -50,13 +68,23 @@ class Viewer:
             return self.team
         return frozenset({self.user_id})
 
+    def owners(self, access: Access = Access.READ) -> frozenset[uuid.UUID] | None:
+        """The owners whose records the viewer may `access` (`None`: every owner)."""
+        if access == Access.CHANGE:
+            return frozenset({self.user_id})
+        return self.visible_owners
+
     def can_see(self, owner_id: uuid.UUID | None) -> bool:
-        owners = self.visible_owners
+        return self.allows(owner_id, Access.READ)
+
+    def allows(self, owner_id: uuid.UUID | None, access: Access) -> bool:
+        owners = self.owners(access)
         return owners is None or owner_id in owners
 
-    def owner_clause(self, column: OwnerColumn) -> ColumnElement[bool]:
-        """A WHERE clause limiting `column` (an owner_id) to what the viewer may see."""
-        owners = self.visible_owners
+    def owner_clause(self, column: OwnerColumn,
+                     access: Access = Access.READ) -> ColumnElement[bool]:
+        """A WHERE clause limiting `column` (an owner_id) to what the viewer may `access`."""
+        owners = self.owners(access)
         if owners is None:
             return true()
         if len(owners) == 1:
@@ -87,6 +115,7 @@ def viewer(session: Session, org_id: uuid.UUID, user_id: uuid.UUID, role: str) -
     return Viewer(org_id=org_id, user_id=user_id, role=role, team=team_of(session, user_id))
 
 
-def require(viewer_: Viewer, owner_id: uuid.UUID | None) -> None:
-    if not viewer_.can_see(owner_id):
+def require(viewer_: Viewer, owner_id: uuid.UUID | None,
+            access: Access = Access.READ) -> None:
+    if not viewer_.allows(owner_id, access):
         raise NotYours()

@@ -50,7 +50,7 @@ class _Statements(NamedTuple):
 
 
 _STATEMENTS: dict[str, _Statements] = {}
-_NAMES: dict[tuple[str, bool, int], Select[*tuple[Any, ...]]] = {}
+_NAMES: dict[tuple[str, bool, bool, int], Select[*tuple[Any, ...]]] = {}
 _INSERT_ACTIVITY = insert(cast(Table, Activity.__table__))
 
 
@@ -170,18 +170,25 @@ def value_taken(session: Session, table_name: str, column: str, *, org_id: uuid.
 
 
 def names(session: Session, table_name: str, *, org_id: uuid.UUID,
-          account_id: str | None = None, limit: int = 5000) -> list[tuple[str, str]]:
-    """(id, name) of an org's accounts, or of one account's contacts, for "did you mean"."""
+          account_id: str | None = None, owners: frozenset[uuid.UUID] | None = None,
+          limit: int = 5000) -> list[tuple[str, str]]:
+    """(id, name) of an org's accounts, or of one account's contacts, for "did you mean";
+    with `owners` (store/permissions.py), only the rows those users own."""
     table = _table(table_name)
     by_account = account_id is not None and "account_id" in table.c
-    query = _NAMES.get((table_name, by_account, limit))
+    by_owner = owners is not None and "owner_id" in table.c
+    query = _NAMES.get((table_name, by_account, by_owner, limit))
     if query is None:
         query = select(table.c.id, table.c.name).where(table.c.org_id == bindparam("_org_id"))
         if by_account:
             query = query.where(table.c.account_id == bindparam("_account_id"))
-        query = _NAMES.setdefault((table_name, by_account, limit),
+        if by_owner:
+            query = query.where(table.c.owner_id.in_(bindparam("_owners", expanding=True)))
+        query = _NAMES.setdefault((table_name, by_account, by_owner, limit),
                                   query.order_by(table.c.name).limit(limit))
     params: dict[str, Any] = {"_org_id": org_id}
     if by_account:
         params["_account_id"] = uuid.UUID(str(account_id))
+    if by_owner:
+        params["_owners"] = sorted(owners or ())
     return [(str(rid), name) for rid, name in session.connection().execute(query, params)]

@@ -29,7 +29,7 @@ from sqlalchemy.orm import QueryableAttribute, Session
 
 from store.enums import Role
 from store.models import Account, Contact, Opportunity, name_key
-from store.permissions import Viewer
+from store.permissions import Access, Viewer
 
 _CANDIDATES = 20
 # below this a candidate is not shown at all
@@ -221,42 +221,44 @@ def _search(session: Session, kind: str, base: Rows, id_column: IdColumn, key: K
     return _ranked(kind, rows, rate)
 
 
-def search_accounts(session: Session, viewer: Viewer, query: str,
-                    *, limit: int = 5) -> list[Match]:
+def search_accounts(session: Session, viewer: Viewer, query: str, *,
+                    limit: int = 5, access: Access = Access.READ) -> list[Match]:
     """Accounts the viewer may see whose name matches `query`, best first."""
     base = select(Account.id, Account.name, Account.owner_id, Account.name_key.label("key")
-                  ).where(Account.org_id == viewer.org_id, viewer.owner_clause(Account.owner_id))
+                  ).where(Account.org_id == viewer.org_id,
+                          viewer.owner_clause(Account.owner_id, access))
     found = _search(session, "account", base, Account.id, Account.name_key, query,
                     folded=True, limit=limit)
     return _best(found.values(), limit)
 
 
-def search_contacts(session: Session, viewer: Viewer, query: str,
-                    *, limit: int = 5) -> list[Match]:
+def search_contacts(session: Session, viewer: Viewer, query: str, *,
+                    limit: int = 5, access: Access = Access.READ) -> list[Match]:
     base = (select(Contact.id, Contact.name, Contact.owner_id, Account.name.label("context"),
                    Contact.name_key.label("key"))
             .join(Account, Account.id == Contact.account_id)
-            .where(Contact.org_id == viewer.org_id, viewer.owner_clause(Contact.owner_id)))
+            .where(Contact.org_id == viewer.org_id,
+                   viewer.owner_clause(Contact.owner_id, access)))
     found = _search(session, "contact", base, Contact.id, Contact.name_key, query,
                     folded=True, limit=limit)
     return _best(found.values(), limit)
 
 
-def search_opportunities(session: Session, viewer: Viewer, query: str,
-                         *, limit: int = 5) -> list[Match]:
+def search_opportunities(session: Session, viewer: Viewer, query: str, *,
+                         limit: int = 5, access: Access = Access.READ) -> list[Match]:
     """Opportunities matching by their own name, or by their account's name."""
     base = (select(Opportunity.id, Opportunity.name, Opportunity.owner_id,
                    Account.name.label("context"), Opportunity.name.label("key"))
             .join(Account, Account.id == Opportunity.account_id)
             .where(Opportunity.org_id == viewer.org_id,
-                   viewer.owner_clause(Opportunity.owner_id)))
+                   viewer.owner_clause(Opportunity.owner_id, access)))
     found = _search(session, "opportunity", base, Opportunity.id, Opportunity.name, query,
                     folded=False, limit=limit)
     if _SHORT_ID.fullmatch(query.strip()):
         return _best(found.values(), limit)
     # by account: `opp daqing` finds the Daqing opportunities (the account itself may be
     # someone else's; `base` still limits the opportunities to the viewer's)
-    accounts = search_accounts(session, Viewer(viewer.org_id, viewer.user_id, "admin",
+    accounts = search_accounts(session, Viewer(viewer.org_id, viewer.user_id, Role.ADMIN,
                                                viewer.team), query, limit=3)
     if accounts:
         account_score = {a.name: a.score for a in accounts}
@@ -288,16 +290,16 @@ def decide(matches: list[Match]) -> Match | None:
     return None
 
 
-def named_like(session: Session, org_id: uuid.UUID, kind: str, query: str,
-               *, limit: int = _CANDIDATES) -> list[tuple[str, str]]:
-    """(id, name) of the org's accounts, or opportunities, named like `query`, whoever owns
-    them: what a dialog's "which customer?" can mean when the org has too many names to
+def named_like(session: Session, viewer: Viewer, kind: str, query: str, *,
+               access: Access = Access.READ,
+               limit: int = _CANDIDATES) -> list[tuple[str, str]]:
+    """(id, name) of the accounts, or opportunities, the viewer may `access` named like
+    `query`: what a dialog's "which customer?" can mean when the org has too many names to
     list. An opportunity comes under its own name and under its customer's."""
-    everyone = Viewer(org_id, uuid.UUID(int=0), Role.ADMIN, frozenset())
     if kind == "account":
         return [(str(m.id), m.name)
-                for m in search_accounts(session, everyone, query, limit=limit)]
-    found = search_opportunities(session, everyone, query, limit=limit)
+                for m in search_accounts(session, viewer, query, limit=limit, access=access)]
+    found = search_opportunities(session, viewer, query, limit=limit, access=access)
     return ([(str(m.id), m.name) for m in found]
             + [(str(m.id), m.context) for m in found if m.context])
 

@@ -22,6 +22,9 @@ from dialogs.messages import Inbound, Outbound, TurnContext
 from dialogs.render import Renderer
 from store.conversations import Speaker
 
+# the last word of a look-up typed in a channel that posts its answer there for everyone
+SHARE_WORDS = frozenset({"share", "分享"})
+
 # arguments that name whose data rather than a record (`pipeline team`, `spinmix @li`)
 SCOPE_WORDS = frozenset({"team", "团队", "all", "全部"})
 
@@ -71,6 +74,9 @@ class Command:
     handler: Handler
     order: int = 100
     hidden: bool = False  # not listed in the help (e.g. what a nudge's buttons send)
+    # answers in the channel where it was typed (`channel` binds it); every other command's
+    # answer in a channel goes to the asker alone unless they `share` it
+    in_place: bool = False
     claims: tuple[Claim, ...] = ()  # flow commands' invocations this command answers instead
 
 
@@ -81,10 +87,11 @@ class Registry:
         self.settings = settings
 
     def add(self, name: str, handler: Handler, *, order: int = 100, hidden: bool = False,
-            claims: Sequence[Claim] = ()) -> None:
+            claims: Sequence[Claim] = (), in_place: bool = False) -> None:
         if name in self.commands:
             raise ValueError(f"command {name!r} is registered twice")
-        self.commands[name] = Command(name, handler, order, hidden, tuple(claims))
+        self.commands[name] = Command(name, handler, order, hidden, in_place=in_place,
+                                      claims=tuple(claims))
 
     def claimant(self, command: str, arg: str) -> str | None:
         """The registered command that answers `command arg` instead of `command` (the first

@@ -56,4 +56,4 @@ def bind_channel(req: CommandRequest) -> Sequence[Outbound]:
 
 
 def register(registry: Registry) -> None:
-    registry.add("channel", bind_channel, order=90)
+    registry.add("channel", bind_channel, order=90, in_place=True)

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from bot.commands import CommandRequest, Registry
 from bot.method import stage_label, status_view
 from dialogs.messages import Outbound
-from store import funnel
+from store import funnel, permissions
 from store.enums import FunnelStage, Role
 from store.models import Opportunity
+from store.permissions import Access
 
 
 def _pick(req: CommandRequest, command: str) -> Opportunity | list[Outbound]:
@@ -24,7 +25,12 @@ def _pick(req: CommandRequest, command: str) -> Opportunity | list[Outbound]:
         if opp is None:
             return [Outbound(req.text("funnel.which", command=command), kind="error")]
         return opp
-    found = funnel.find_opportunity(req.session, req.speaker.org_id, req.arg[:200],
+    s = req.speaker
+    who = permissions.viewer(req.session, s.org_id, s.user_id, s.role)
+    # a rep moves their own deals, a manager their team's too (store/permissions.py); a
+    # deal outside that answers as one that does not exist
+    found = funnel.find_opportunity(req.session, s.org_id, req.arg[:200],
+                                    owners=who.owners(Access.MANAGE),
                                     prefer_open=True)  # a closed deal cannot move
     if found.opportunity is not None:
         return found.opportunity
@@ -43,8 +49,6 @@ def _move(req: CommandRequest, override: bool) -> Sequence[Outbound]:
     if not isinstance(picked, Opportunity):
         return picked
     opp = picked
-    if opp.owner_id != req.speaker.user_id and not manager:
-        return [Outbound(req.text("funnel.not_yours", name=opp.name), kind="error")]
     move = funnel.advance(req.session, opp, user_id=req.speaker.user_id, role=req.speaker.role,
                           now=req.now, override=override)
     r, lang = req.renderer, req.ctx.lang

@@ -17,9 +17,10 @@ from sqlalchemy import ColumnElement, select, update
 from bot.commands import CommandRequest, Registry
 from bot.rules import Rules, zone
 from dialogs.messages import Option, Outbound
-from store import records
+from store import permissions, records
 from store.enums import ActivityKind, NudgeStatus, SubjectType
 from store.funnel import step_label
+from store.permissions import Access
 from store.models import (
     Account,
     CollectionAction,
@@ -57,6 +58,13 @@ def handle(req: CommandRequest) -> Sequence[Outbound]:
     subject = _subject(req, nudge)
     if subject is None:
         return [Outbound(req.text("jobs.cmd.gone"), kind="error")]
+    # Done / Snooze quiet the deal for its manager, Open / Letter show it: the owner of the
+    # subject, their managers and admins only (store/permissions.py, `Access.MANAGE`)
+    who = permissions.viewer(req.session, req.speaker.org_id, req.speaker.user_id,
+                             req.speaker.role)
+    if not who.allows(_owner(req, nudge), Access.MANAGE):
+        return [Outbound(req.text("jobs.cmd.not_yours", subject=subject), kind="error",
+                         private=True)]
     if action == "done":
         return _done(req, nudge, subject)
     if action in SNOOZE_DAYS:
@@ -73,6 +81,21 @@ def _subject(req: CommandRequest, nudge: Nudge) -> str | None:
     name = req.session.scalar(select(Opportunity.name)
                               .where(Opportunity.id == nudge.subject_id))
     return None if name is None else str(name)
+
+
+def _owner(req: CommandRequest, nudge: Nudge) -> uuid.UUID | None:
+    """Whose deal the nudge is about: the opportunity's owner (an invoice's: its deal's, or
+    its customer's owner when it belongs to no deal)."""
+    if nudge.subject_type == SubjectType.INVOICE:
+        row = req.session.execute(
+            select(Opportunity.owner_id, Account.owner_id.label("account_owner"))
+            .select_from(Invoice).join(Account, Account.id == Invoice.account_id)
+            .outerjoin(Opportunity, Opportunity.id == Invoice.opportunity_id)
+            .where(Invoice.id == nudge.subject_id)).first()
+        return None if row is None else (row.owner_id or row.account_owner)
+    owner: uuid.UUID | None = req.session.scalar(
+        select(Opportunity.owner_id).where(Opportunity.id == nudge.subject_id))
+    return owner
 
 
 def _same_subject(nudge: Nudge) -> list[ColumnElement[bool]]:

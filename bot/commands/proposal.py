@@ -51,17 +51,17 @@ class Candidate:
         return self.stage in OPEN_STAGES
 
 
-def candidates(session: Session, org_id: uuid.UUID, *, owner_id: uuid.UUID | None = None,
-               limit: int = 5000) -> list[Candidate]:
-    """The org's opportunities (or one owner's open ones), most recently active first."""
+def candidates(session: Session, org_id: uuid.UUID, *, owner_id: uuid.UUID,
+               open_only: bool = False, limit: int = 5000) -> list[Candidate]:
+    """One owner's opportunities (or their open ones), most recently active first: a
+    proposal is written only for one's own deal (store/permissions.py, `Access.CHANGE`)."""
     active = func.coalesce(Opportunity.last_activity_at, Opportunity.updated_at)
     query = (select(Opportunity.id, Opportunity.name, Account.name, Opportunity.stage,
                     Opportunity.owner_id, active)
              .join(Account, Account.id == Opportunity.account_id)
-             .where(Opportunity.org_id == org_id))
-    if owner_id is not None:
-        query = query.where(Opportunity.owner_id == owner_id,
-                            Opportunity.stage.in_([str(s) for s in OPEN_STAGES]))
+             .where(Opportunity.org_id == org_id, Opportunity.owner_id == owner_id))
+    if open_only:
+        query = query.where(Opportunity.stage.in_([str(s) for s in OPEN_STAGES]))
     query = query.order_by(active.desc(), Opportunity.name, Opportunity.id).limit(limit)
     return [Candidate(*row) for row in session.execute(query)]
 
@@ -117,15 +117,16 @@ class ProposalCommand:
         others: list[Candidate] = []
         if not req.arg:
             mine = candidates(session, speaker.org_id, owner_id=speaker.user_id,
-                              limit=PICK_LIMIT + 1)
+                              open_only=True, limit=PICK_LIMIT + 1)
             if not mine:
-                anything = candidates(session, speaker.org_id, limit=1)
+                anything = candidates(session, speaker.org_id, owner_id=speaker.user_id,
+                                      limit=1)
                 key = "proposal.none_open" if anything else "proposal.none_at_all"
                 return [Outbound(req.text(key), kind="error")]
             chosen, others = mine[0], mine[1:]
         else:
             typed = req.arg[:200]
-            found = match(typed, candidates(session, speaker.org_id))
+            found = match(typed, candidates(session, speaker.org_id, owner_id=speaker.user_id))
             if not found:
                 return [Outbound(req.text("proposal.unknown", typed=typed[:80]), kind="error")]
             if len(found) > 1:
@@ -179,7 +180,9 @@ class ProposalCommand:
                    for i, s in enumerate(made.rendered.sections, start=1)],
             thin=[_markup(req, f"proposal.thin.{key}") for key in thin],
             internal=counts["internal"], others=self._lines(others))
-        return Outbound(text, attachments=(
+        # the documents carry the deal's quotation and contacts: for the asker alone, never
+        # posted in a group or channel, also not with `share`
+        return Outbound(text, private=True, attachments=(
             Attachment(made.markdown_name, made.rendered.markdown.encode("utf-8"),
                        doc.MD_MIME, plain_title),
             Attachment(made.docx_name, made.rendered.docx, doc.DOCX_MIME, plain_title),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 
+from bot.commands import SHARE_WORDS
 from dialogs.messages import Inbound, Outbound
 from handlers.slack import home, modals
 from handlers.slack.frontend import PLATFORM, Where, new_request_id
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # `/coach pipeline share`: the answer goes to the whole channel instead of only the asker
-SHARE_WORDS = frozenset({"share", "分享"})
 # an answer button, a control (back, skip, tip…), a pick in a select, Done under checkboxes
 CLICKS = re.compile(f"^(?:{ANSWER}_\\d+|{CONTROL}_\\w+|{SELECT}|{MULTI_DONE})$")
 RECORD_KINDS = {"account": "account", "customer": "account", "客户": "account",
@@ -199,7 +199,8 @@ async def slash_command(front: SlackFrontEnd, body: dict[str, Any], where: Where
     private_chat = channel.startswith("D")  # someone else's DM: not a team channel either
     reply = await coach.handle(Inbound(**base, text=text,
                                        chat="private" if private_chat else "channel",
-                                       chat_key=channel, chat_name=body.get("channel_name")))
+                                       chat_key=channel, chat_name=body.get("channel_name"),
+                                       shared=share))
     if not share:
         await front.ephemeral(where, reply.messages, reply.lang)
         return

@@ -21,12 +21,12 @@ from sqlalchemy.orm import Session
 
 from dialogs.flow import FLOWS_DIR, OptionDef, load_vocab
 from dialogs.messages import Outbound
-from dialogs.parsing import ParseError, close_matches, parse_number
+from dialogs.parsing import ParseError, parse_number
 from handlers.slack.render import plain_label
 from store import conversations as conv
-from store import records
-from store.enums import Role
-from store.models import Account, Contact, User, name_key
+from store import permissions, records, search
+from store.models import Account, Contact
+from store.permissions import Access
 
 if TYPE_CHECKING:
     from handlers.slack.frontend import SlackFrontEnd, Where
@@ -98,14 +98,11 @@ class Found:
     lang: str = "en"
     problem: str | None = None
     suggestions: tuple[str, ...] = ()
+    # whether the form may show (and save) personal notes: the owner and their managers
+    personal: bool = False
 
 
-def _may_edit(session: Session, speaker: conv.Speaker, owner_id: uuid.UUID) -> bool:
-    """The owner, an admin, or the owner's manager."""
-    if owner_id == speaker.user_id or speaker.role == Role.ADMIN:
-        return True
-    manager = session.execute(select(User.manager_id).where(User.id == owner_id)).scalar()
-    return manager == speaker.user_id
+PERSONAL_FIELDS = frozenset({"personal_notes"})
 
 
 def _speaker(session: Session, front: SlackFrontEnd, where: Where,
@@ -117,30 +114,41 @@ def _speaker(session: Session, front: SlackFrontEnd, where: Where,
         role="admin" if where.user in front.coach.admins else "rep")
 
 
+SEARCHES = {"account": search.search_accounts, "contact": search.search_contacts}
+
+
 def find_record(session: Session, front: SlackFrontEnd, where: Where, kind: str, *,
                 name: str | None = None, record_id: str | None = None,
                 now: datetime) -> Found:
     speaker = _speaker(session, front, where, now)
     lang = speaker.lang or speaker.org_lang or front.coach.default_lang
     model = MODELS[kind]
-    query = select(model).where(model.org_id == speaker.org_id)
-    if record_id is not None:
-        try:
-            query = query.where(model.id == uuid.UUID(record_id))
-        except ValueError:
-            return Found(kind, lang=lang, problem="slack.edit.not_found")
-    else:
-        query = query.where(model.name_key == name_key(name or ""))
+    # the form edits what the speaker may manage (their own records, a manager their team's,
+    # an admin the org's: store/permissions.py); anything else is "not found", as a name that
+    # does not exist, and "did you mean" offers only names in that scope. Personal notes
+    # only for the owner and the owner's managers.
+    who = permissions.viewer(session, speaker.org_id, speaker.user_id, speaker.role)
+    query = select(model).where(model.org_id == speaker.org_id,
+                                who.owner_clause(model.owner_id, Access.MANAGE))
+    if record_id is None:  # by the partial names the look-ups take (`edit account daqing`)
+        matches = SEARCHES[kind](session, who, name or "", access=Access.MANAGE)
+        chosen = search.decide(matches)
+        if chosen is None:
+            return Found(kind, lang=lang, problem="slack.edit.not_found",
+                         suggestions=tuple(dict.fromkeys(m.name for m in matches))[:3])
+        record_id = str(chosen.id)
+    try:
+        query = query.where(model.id == uuid.UUID(record_id))
+    except ValueError:
+        return Found(kind, lang=lang, problem="slack.edit.gone")
     record = cast("Account | Contact | None",
                   session.execute(query.limit(1)).scalar_one_or_none())
-    if record is None:
-        names = [n for _, n in records.names(session, TABLES[kind], org_id=speaker.org_id)]
-        return Found(kind, lang=lang, problem="slack.edit.not_found",
-                     suggestions=tuple(close_matches(name or "", names, limit=3)))
-    if not _may_edit(session, speaker, record.owner_id):
-        return Found(kind, lang=lang, problem="slack.edit.not_yours")
-    values = {f.name: getattr(record, f.name) for f in FIELDS[kind]}
-    return Found(kind, str(record.id), values, lang)
+    if record is None:  # gone, or not the speaker's to edit: the same answer
+        return Found(kind, lang=lang, problem="slack.edit.gone")
+    personal = who.may_see_personal(record.owner_id)
+    values = {f.name: getattr(record, f.name) for f in FIELDS[kind]
+              if personal or f.name not in PERSONAL_FIELDS}
+    return Found(kind, str(record.id), values, lang, personal=personal)
 
 
 # ---- the modal --------------------------------------------------------------------------------
@@ -163,6 +171,8 @@ def modal_view(front: SlackFrontEnd, found: Found) -> dict[str, Any]:
 
     blocks: list[dict[str, Any]] = []
     for f in FIELDS[kind]:
+        if f.name in PERSONAL_FIELDS and not found.personal:
+            continue
         current = values.get(f.name)
         element: dict[str, Any] = {"action_id": VALUE}
         if f.kind in ("select", "multi"):
@@ -291,6 +301,8 @@ def save(session: Session, front: SlackFrontEnd, where: Where, kind: str, record
     found = find_record(session, front, where, kind, record_id=record_id, now=now)
     if found.problem is not None:
         return found.problem
+    if not found.personal:  # not shown to them, so not theirs to change
+        values = {k: v for k, v in values.items() if k not in PERSONAL_FIELDS}
     speaker = _speaker(session, front, where, now)
     records.upsert(session, TABLES[kind], record_id, values, org_id=speaker.org_id,
                    user_id=speaker.user_id, now=now)

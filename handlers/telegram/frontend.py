@@ -64,6 +64,7 @@ from telegram.error import (
 from telegram.ext import Application, CallbackContext, ExtBot, TypeHandler
 
 from bot.app import App
+from bot.commands import SHARE_WORDS
 from bot.coach import Reply, plain
 from bot.delivery import DeliveryError, Target
 from dialogs.messages import Inbound, Outbound
@@ -303,12 +304,14 @@ class TelegramFrontEnd:
     def _event(self, update_id: int) -> str:
         return f"{self.bot_id}:{update_id}"
 
-    def _inbound(self, user: User, chat: Chat, text: str, event_id: str | None) -> Inbound:
+    def _inbound(self, user: User, chat: Chat, text: str, event_id: str | None, *,
+                 shared: bool = False) -> Inbound:
         group = chat.type in GROUPS
         return Inbound(platform=PLATFORM, org_key=self.bot_id, user_key=str(user.id), text=text,
                        user_name=display_name(user), lang_hint=lang_hint(user),
                        event_id=event_id, chat="channel" if group else "private",
-                       chat_key=str(chat.id), chat_name=chat.title if group else None)
+                       chat_key=str(chat.id), chat_name=chat.title if group else None,
+                       shared=shared and group)
 
     async def _on_message(self, message: Message, update_id: int) -> None:
         user, chat = message.from_user, message.chat
@@ -446,15 +449,21 @@ class TelegramFrontEnd:
             await self._send_link(chat.id, text, self.r.text(lang, "telegram.go_private.button"),
                                   self.start_payload(name), reply_to=message.message_id)
             return
+        # a look-up answers the asker in private; `/account Daqing share` posts it here
+        words = arg.split()
+        shared = bool(words) and words[-1].casefold() in SHARE_WORDS
+        if shared:
+            arg = " ".join(words[:-1])
         line = f"/{word} {arg}".strip()
         await self._group_turn(chat, user, line, update_id, message.message_id,
-                               payload=(name, arg))
+                               payload=(name, arg), shared=shared)
 
     async def _group_turn(self, chat: Chat, user: User, line: str, update_id: int,
-                          reply_to: int, *, payload: tuple[str, str] | None = None) -> None:
+                          reply_to: int, *, payload: tuple[str, str] | None = None,
+                          shared: bool = False) -> None:
         writes = self._writes(chat, user=user)
-        reply = await self.coach.handle(self._inbound(user, chat, line, self._event(update_id)),
-                                        after=writes)
+        reply = await self.coach.handle(self._inbound(user, chat, line, self._event(update_id),
+                                                      shared=shared), after=writes)
         self._boards.sent(writes.prepared)
         await self._group_reply(chat, user, reply, reply_to, payload=payload,
                                 prepared=writes.prepared)

@@ -90,7 +90,7 @@ async def test_doctor_lists_what_is_wrong_by_record_and_fixes_what_needs_no_gues
     await db.run(_break)
 
     result = await _invoke("doctor", "--at", AT)
-    assert result.exit_code == 1 and result.exception is None or isinstance(
+    assert (result.exit_code == 1 and result.exception is None) or isinstance(
         result.exception, SystemExit), result.exception
     lines = result.output.splitlines()
     vests = "Opportunity Station staff down vests (pilot lot)"

@@ -227,9 +227,21 @@ async def test_no_override_declares_a_deal_won_before_the_money_is_in(coach: Coa
     assert await stage(db, "cement-2026") == "collection"
 
 
-async def test_a_rep_cannot_move_another_reps_opportunity(coach: Coach) -> None:
+async def test_a_rep_cannot_move_another_reps_opportunity(coach: Coach, db: Database) -> None:
+    # Zhang Wei's deal, typed by Li Lei: the answer is that of a name that does not exist
+    # (existence is not revealed), and nothing moves
+    before = await stage(db, "bus-driver-winter")
+    said = await say(coach, "lilei", "advance Drivers' winter uniform refresh (2027 tender)")
+    assert said == "I found no opportunity called “Drivers' winter uniform refresh (2027 tender)”."
     said = await say(coach, "lilei", "advance Drivers' winter uniform refresh")
-    assert "belongs to another rep" in said
+    assert "Drivers'" not in said.partition("could be:")[2]
+    assert await stage(db, "bus-driver-winter") == before
+
+
+async def test_a_look_alike_name_is_offered_never_moved(coach: Coach, db: Database) -> None:
+    said = await say(coach, "lilei", "advance Branch staff wintr uniformz")
+    assert "could be: Branch staff winter uniforms" in said
+    assert "stays in step" not in said
 
 
 async def test_naming_the_opportunity(coach: Coach) -> None:

@@ -24,9 +24,10 @@ def make_coach(db: Database, now: datetime = NOW) -> Coach:
 
 
 async def ask(coach: Coach, user: str, text: str, *, chat: str = "private",
-              org: str = "acme") -> Reply:
+              org: str = "acme", shared: bool = False) -> Reply:
     return await coach.handle(Inbound(platform="console", org_key=org, user_key=user, text=text,
-                                      chat=chat, chat_key="C1" if chat == "channel" else None))
+                                      chat=chat, chat_key="C1" if chat == "channel" else None,
+                                      shared=shared))
 
 
 def text_of(reply: Reply) -> str:
@@ -81,13 +82,18 @@ async def test_personal_notes_in_private_only_for_owner_and_managers(
 @pytest.mark.parametrize("who", ["rep1", "manager", "admin"])
 async def test_a_channel_never_receives_personal_notes(coach: Coach, command: str,
                                                        who: str) -> None:
+    # typed in a channel: the answer is the asker's alone (ephemeral, or their private chat)
     reply = await ask(coach, who, command, chat="channel")
+    assert reply.messages and all(m.private for m in reply.messages)
+    assert "Collects tea" not in text_of(reply)  # and a channel is no private chat
+    # shared there: for everyone, so without personal notes, nor a hint that there are any,
+    # nor our read of the people (relationship, style, insider)
+    reply = await ask(coach, who, command, chat="channel", shared=True)
     text = text_of(reply)
     assert "Wang Hai" in text  # the card itself is there
-    assert "Collects tea" not in text
+    assert "Collects tea" not in text and "only in a private chat" not in text
+    assert "(Wang Hai) · " not in text  # the contact line without relationship, style, insider
     assert not any(m.private for m in reply.messages)
-    if who != "admin":  # the owner and managers are told where to see them
-        assert "only in a private chat" in text
 
 
 @pytest.mark.parametrize(("who", "query", "sees"), [

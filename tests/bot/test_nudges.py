@@ -192,9 +192,9 @@ async def test_time_zone_of_the_org_decides(db: Database) -> None:
 
 
 def _request(session: Session, arg: str, user: uuid.UUID = LI,
-             now: datetime = NOW) -> CommandRequest:
+             now: datetime = NOW, role: str = "rep") -> CommandRequest:
     speaker = Speaker(org_id=ORG, user_id=user, display_name="Li", lang="en", tz=None,
-                      org_lang="en", org_tz="Asia/Shanghai", role="rep")
+                      org_lang="en", org_tz="Asia/Shanghai", role=role)
     inbound = Inbound(platform="slack", org_key="T1", user_key="U_LI", text=f"/nudge {arg}",
                       chat="channel", chat_key="C_TEAM")
     ctx = TurnContext(now=now, lang="en", user_id=str(user))
@@ -230,6 +230,28 @@ async def test_done_logs_an_activity_and_resolves_the_stall(db: Database) -> Non
     assert (await one_pass(db, NOW + timedelta(days=2))).raised == []
     again = await db.run(lambda s: nudge_command(_request(s, f"done {nudge_id}")))
     assert "already" in str(again[0].text)
+
+
+async def test_only_the_owner_their_manager_or_an_admin_acts_on_a_nudge(db: Database) -> None:
+    await setup(db, lambda s: data.opp(s, "idle", stage="deposit", idle_days=4))
+    nudge_id = (await one_pass(db)).raised[0][0]
+
+    def state(s: Session) -> tuple[Any, ...]:
+        return (s.scalar(select(Nudge.status).where(Nudge.id == nudge_id)),
+                s.scalar(select(func.count()).select_from(Activity)),
+                s.scalar(select(Opportunity.last_activity_at)))
+
+    before = await db.run(state)
+    for action in ("done", "snooze7", "open", "letter"):  # Zhang: another rep of the team
+        said = await db.run(lambda s, a=action: nudge_command(
+            _request(s, f"{a} {nudge_id}", user=ZHANG)))
+        assert "Only the rep whose deal this is, their manager or an admin" in str(said[0].text)
+        assert said[0].private
+    assert await db.run(state) == before  # nothing marked, nothing logged, not reset
+    said = await db.run(lambda s: nudge_command(
+        _request(s, f"done {nudge_id}", user=data.MGR, role="manager")))
+    assert "Marked done" in str(said[0].text)
+    assert (await db.run(state))[0] == "done"
 
 
 async def test_nudge_command_open_letter_and_bad_input(db: Database) -> None:

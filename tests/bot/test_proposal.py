@@ -179,7 +179,7 @@ async def test_the_docx_opens_and_has_all_seven_parts_with_the_recorded_data(
     ids = await speaker(db, coach)
     await db.run(add_opportunity, ids)
     out = await say(coach, "proposal")
-    assert out.kind == "say" and not out.private
+    assert out.kind == "say" and out.private  # the documents are for the asker alone
     assert "Proposal v1" in out.text and "2027 winter down jackets" in out.text
     md, docx_file = out.attachments
     assert md.filename == "2027-winter-down-jackets-v1.md" and md.mime == "text/markdown"

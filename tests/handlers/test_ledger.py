@@ -75,8 +75,9 @@ def ledger(session: Session) -> dict[str, Any]:
         "spin": sorted(session.scalars(select(SpinEntry.kind)
                                        .where(SpinEntry.opportunity_id == OPP))),
         "needs": sorted(session.scalars(select(Need.kind).where(Need.opportunity_id == OPP))),
-        "swot": sorted(tuple(r) for r in session.execute(select(SwotEntry.quadrant, SwotEntry.source)
-                                       .where(SwotEntry.opportunity_id == OPP)).all()),
+        "swot": sorted(tuple(r) for r in session.execute(
+            select(SwotEntry.quadrant, SwotEntry.source)
+            .where(SwotEntry.opportunity_id == OPP)).all()),
         "fab": session.scalar(select(FabEntry.id).where(FabEntry.opportunity_id == OPP)
                               .limit(1)) is not None,
         "signals": sorted(session.scalars(select(BuyingSignal.signal)

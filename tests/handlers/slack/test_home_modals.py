@@ -198,10 +198,13 @@ async def test_edit_contact_modal_keeps_multi_choice_and_private_notes(
 
 
 @pytest.mark.parametrize(("who", "typed", "expected"), [
-    ("rep", "edit account Daqin", "I found no customer called “Daqin”. Did you mean "
-                                  "Daqing <Oilfield> & Co?"),
+    ("rep", "edit account Zhongyuan", "I found no customer called “Zhongyuan”."),
+    # another rep's record answers exactly as one that does not exist: no "did you mean",
+    # no "not yours" (existence is not revealed)
     ("stranger", "edit account Daqing <Oilfield> & Co",
-     "You can edit only your own records"),
+     "I found no customer called “Daqing <Oilfield> & Co”. Usage:"),
+    ("stranger", "edit account Daqin", "I found no customer called “Daqin”. Usage:"),
+    ("stranger", "edit contact Liu Qiang", "I found no contact called “Liu Qiang”. Usage:"),
 ])
 async def test_edit_refused_with_a_reason(slack: SlackClient, db: Database, who: str,
                                           typed: str, expected: str) -> None:
@@ -212,7 +215,33 @@ async def test_edit_refused_with_a_reason(slack: SlackClient, db: Database, who:
     assert not slack.fake.calls("views.open")
     [note] = slack.fake.calls("chat.postEphemeral")
     assert expected in plain(note.params["text"])
+    assert "Did you mean" not in plain(note.params["text"])
     assert note.params["channel"] == CHANNEL
+
+
+async def test_edit_finds_a_record_by_the_partial_names_lookups_take(
+        slack: SlackClient, db: Database) -> None:
+    rep = slack.user()
+    await db.run(_seed, rep, slack.user("U0BOSS", "wang"))
+    await rep.command("edit account daqing")
+    [opened] = slack.fake.calls("views.open")
+    assert opened.params["view"]["callback_id"] == "sc_edit_account"
+
+
+async def test_an_admin_edits_a_contact_without_seeing_or_erasing_personal_notes(
+        slack: SlackClient, db: Database) -> None:
+    rep, admin = slack.user(), slack.user("U0ADMIN", "zhao")
+    await db.run(_seed, rep, slack.user("U0BOSS", "wang"))
+    await db.run(lambda s: _speaker(s, admin, role="admin"))
+    await admin.command("edit contact Liu Qiang")
+    [opened] = slack.fake.calls("views.open")
+    view = opened.params["view"]
+    blocks = {b["block_id"] for b in view["blocks"]}
+    assert "personal_notes" not in blocks and "work_notes" in blocks
+    assert "Plays badminton" not in str(view)
+    await admin.submit(view, {"title": "Chief engineer"})
+    contact = await db.run(lambda s: s.execute(select(Contact)).scalar_one())
+    assert (contact.title, contact.personal_notes) == ("Chief engineer", "Plays badminton")
 
 
 async def test_the_manager_may_edit_the_reps_account_from_home(slack: SlackClient,
@@ -292,7 +321,7 @@ async def test_the_card_edit_button_checks_permissions_and_speaks_chinese(
     # the refusal goes to the clicker alone (their DM), never into the channel
     assert [c.params["channel"] for c in slack.fake.calls("chat.postMessage")] == \
         [CHANNEL, other.dm]
-    assert "You can edit only your own records" in slack.dm_texts(other.dm)[-1]
+    assert "There is no such customer for you to edit" in slack.dm_texts(other.dm)[-1]
 
 
 async def test_a_double_click_on_home_resume_resumes_and_posts_once(

@@ -110,17 +110,31 @@ async def test_help_and_start_in_the_group(db: Database) -> None:
         assert urls(h.api.last_message(GROUP)) == [f"https://t.me/{BOT}"]
 
 
+async def test_a_look_up_in_the_group_answers_the_asker_in_private(db: Database) -> None:
+    async with running(db, register=_secret) as h:
+        group = h.api.group_chat(GROUP)
+        rep = h.api.user(REP)
+        await h.post(h.api.message_update(rep, "/start"))
+        greeted = len(h.api.sent(REP))
+        await h.post(h.api.message_update(rep, "/secretinfo Sinopec", chat=group))
+        in_group = [shown(m) for m in h.api.sent(GROUP)]
+        assert in_group == ["Li Lei, I sent you the answer in our private chat. To post a "
+                            "look-up here for everyone, end it with share (e.g. /pipeline "
+                            "share); personal data stays private."]
+        assert [shown(m) for m in h.api.sent(REP)[greeted:]] == [
+            "Contacts at Sinopec: 2", "Liu Qiang (Sinopec): daughter sits the gaokao"]
+
+
 async def test_private_data_asked_in_the_group_goes_to_the_private_chat(db: Database) -> None:
     async with running(db, register=_secret) as h:
         group = h.api.group_chat(GROUP)
         rep = h.api.user(REP)
         await h.post(h.api.message_update(rep, "/start"))
-        await h.post(h.api.message_update(rep, "/secretinfo Sinopec", chat=group))
+        await h.post(h.api.message_update(rep, "/secretinfo Sinopec share", chat=group))
         in_group = [shown(m) for m in h.api.sent(GROUP)]
-        assert in_group[0] == "Contacts at Sinopec: 2"
+        assert in_group[0] == "Contacts at Sinopec: 2"  # shared: `share` is no part of the name
         assert "gaokao" not in " ".join(in_group)
-        assert in_group[-1] == "Li Lei, I sent you the answer in our private chat: it holds " \
-                               "personal data."
+        assert in_group[-1].startswith("Li Lei, I sent you the answer in our private chat.")
         assert shown(h.api.last_message(REP)) == "Liu Qiang (Sinopec): daughter sits the gaokao"
 
 
