@@ -35,6 +35,8 @@ from starlette.routing import BaseRoute, Route
 from bot.app import App
 from bot.delivery import DeliveryError, Target
 from dialogs.messages import Outbound
+from handlers.guard import Malformed, refuse
+from handlers.slack import guard
 from handlers.slack.render import SlackMessage, group, plain_label, to_slack
 from store import conversations as conv
 from store.db import ConfigError
@@ -135,6 +137,10 @@ class SlackFrontEnd:
 
     def routes(self) -> Sequence[BaseRoute]:
         async def events(request: Request) -> Response:
+            try:  # a body Bolt cannot take is refused before any work
+                guard.check(request.headers, await request.body())
+            except Malformed as bad:
+                return refuse("Slack", bad.reason)
             return await self.handler.handle(request)
 
         if self.socket_mode:  # everything arrives over the socket; no unsigned door open

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 
 from bot.commands import SHARE_WORDS
@@ -31,6 +32,7 @@ from handlers.slack.render import (
     answered,
     from_slack,
 )
+from store import conversations as conv
 
 if TYPE_CHECKING:
     from handlers.slack.frontend import SlackFrontEnd
@@ -56,8 +58,10 @@ def register(front: SlackFrontEnd) -> None:
         front.after_ack(where, lambda: click(front, body, action, where))
 
     @bolt.command("/coach")
-    async def on_coach(ack: AsyncAck, body: dict[str, Any]) -> None:
+    async def on_coach(ack: AsyncAck, body: dict[str, Any], request: AsyncBoltRequest) -> None:
         await ack()
+        if not await _first_delivery(front, request):
+            return  # the same signed request again: answered, and nothing done twice
         where = Where(team=body["team_id"], user=body["user_id"], channel=body["channel_id"],
                       ephemeral=True, response_url=body.get("response_url"),
                       request_id=new_request_id())
@@ -144,6 +148,24 @@ def register(front: SlackFrontEnd) -> None:
         # own middleware, a malformed payload), logged with what identifies the request.
         log.error("Slack request failed before reaching a listener (type %s): %r",
                   body.get("type") or body.get("command"), error, exc_info=error)
+
+
+async def _first_delivery(front: SlackFrontEnd, request: AsyncBoltRequest) -> bool:
+    """False for a replay of a slash command Bolt has verified: the same signed body again,
+    within Slack's 5-minute window (the signature covers the timestamp and the body, so it
+    names the request). Slack never retries a command, so a repeat is never the user's.
+    Recorded before the work, in `processed_events`; if the database is not there the work
+    runs (and fails politely) as before."""
+    signature = next(iter(request.headers.get("x-slack-signature") or ()), "")
+    if not signature:  # Socket Mode: no HTTP request to replay
+        return True
+    try:
+        return await front.app.db.run(conv.first_time, PLATFORM, f"command:{signature}",
+                                      front.coach.clock())
+    except Exception as exc:
+        log.warning("could not record a slash command against replays: %s",
+                    type(exc).__name__)
+        return True
 
 
 def _where(body: dict[str, Any]) -> Where:

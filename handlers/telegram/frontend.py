@@ -21,7 +21,6 @@ import binascii
 import hmac
 import html
 import importlib.util
-import json
 import logging
 import re
 import sys
@@ -68,6 +67,7 @@ from bot.commands import SHARE_WORDS
 from bot.coach import Reply, plain
 from bot.delivery import DeliveryError, Target
 from dialogs.messages import Inbound, Outbound
+from handlers.guard import Malformed, load_json, refuse
 from handlers.telegram import keyboards as kb
 from handlers.telegram.limiter import FloodLimiter, Limits, retry_after_seconds
 from handlers.telegram.render import (
@@ -275,17 +275,30 @@ class TelegramFrontEnd:
             return JSONResponse({"error": "forbidden"}, status_code=403)
         if not self.application.running:
             return JSONResponse({"error": "starting"}, status_code=503)
-        try:
-            data = json.loads(await request.body())
-            update = Update.de_json(data, self.bot) if isinstance(data, dict) else None
-        except (ValueError, KeyError, TypeError):
-            update = None
-        if update is None:
-            return JSONResponse({"error": "not a Telegram update"}, status_code=400)
+        try:  # anything Telegram would not send is refused before any work
+            update = self._parse(await request.body())
+        except Malformed as bad:
+            return refuse("Telegram", bad.reason)
         # Handled before answering: Telegram redelivers what is not acknowledged, and the
         # coach's event ids make a redelivery harmless; errors are answered to the user.
         await self.application.process_update(update)
         return Response(status_code=200)
+
+    def _parse(self, raw: bytes) -> Update:
+        """The update in a webhook body, or Malformed."""
+        data = load_json(raw)
+        if not isinstance(data, dict):
+            raise Malformed("the body is not an object")
+        update_id = data.get("update_id")
+        if type(update_id) is not int or not 0 <= update_id < 2 ** 63:
+            raise Malformed("update_id is not a number")
+        try:
+            update = Update.de_json(data, self.bot)
+        except Exception:  # whatever a hostile body makes the parser raise
+            update = None
+        if update is None:
+            raise Malformed("not a Telegram update")
+        return update
 
     # ---- updates ------------------------------------------------------------------------------
 

@@ -94,6 +94,40 @@ async def test_a_retried_event_changes_nothing_twice(slack: SlackClient, db: Dat
         .where(ProcessedEvent.event_id == "Ev0RETRY01")).scalar_one()) == 1
 
 
+@pytest.mark.parametrize("command", ["intake", "pipeline", "channel"])
+async def test_a_replayed_slash_command_runs_once(slack: SlackClient, db: Database,
+                                                  command: str) -> None:
+    """The same signed body again within the 5-minute window (a replay by whoever saw it, or
+    a proxy sending it twice) is answered 200 and does nothing."""
+    rep = slack.user()
+    form = {"token": "legacy", "team_id": rep.team, "team_domain": "fake",
+            "channel_id": CHANNEL, "channel_name": "sales", "user_id": rep.user,
+            "user_name": rep.name, "command": "/coach", "text": command,
+            "api_app_id": "A0FAKE", "is_enterprise_install": "false",
+            "response_url": slack.fake.response_url("cmd-replayed"), "trigger_id": "7.8.9"}
+    body = urllib.parse.urlencode(form).encode()
+    signed_at = int(time.time())
+    first = await slack.send(body, "application/x-www-form-urlencoded", timestamp=signed_at)
+    assert first.status_code == 200
+    calls = slack.fake.calls()
+    assert calls
+    rows = [(r.platform, r.event_id) for r in await db.run(
+        lambda s: s.execute(select(ProcessedEvent)).scalars().all())]
+    for replayed_at in (signed_at, signed_at):  # the same signature: within the window
+        response = await slack.send(body, "application/x-www-form-urlencoded",
+                                    timestamp=replayed_at)
+        assert (response.status_code, response.text) == (200, "")
+    assert slack.fake.calls() == calls
+    assert [(r.platform, r.event_id) for r in await db.run(
+        lambda s: s.execute(select(ProcessedEvent)).scalars().all())] == rows
+    assert await _count(db, DialogSession) == (1 if command == "intake" else 0)
+    # the same command sent anew (a new timestamp, so a new signature) is a new request
+    again = await slack.send(body, "application/x-www-form-urlencoded",
+                             timestamp=signed_at + 1)
+    assert again.status_code == 200
+    assert len(slack.fake.calls()) > len(calls)
+
+
 async def test_a_double_click_answers_once(slack: SlackClient, db: Database) -> None:
     rep = slack.user()
     await rep.command("intake")
