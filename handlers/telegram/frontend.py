@@ -506,9 +506,11 @@ class TelegramFrontEnd:
         """Handle a tap; True when the query was already answered (with a text)."""
         tap = parse_callback(query.data)
         user = query.from_user
-        if tap is None or not _is_button_of(query):
-            # data that no button of this message holds (forged, or a garbled update): it
-            # answers nothing and leaves the message, and its live keyboard, as they are
+        if tap is None or not _is_button_of(query) or (
+                chat.type == ChatType.PRIVATE and chat.id != user.id):
+            # data that no button of this message holds, or a tap in someone else's private
+            # chat (forged): it answers nothing and leaves the message, and its live keyboard,
+            # as they are
             return await self._stale_tap(query, message_id, chat, None, drop=False)
         if tap.op == "t":  # tick/untick: one unit of work, no turn
             ticked = await self.app.db.run(kb.toggle, tap.key, tap.index, str(chat.id))
@@ -573,8 +575,9 @@ class TelegramFrontEnd:
         self._boards.sent(writes.prepared)
         await query.answer()
         if not repeatable:
-            edited = board.text + "\n\n" + self.r.text(board.lang, "telegram.chosen",
-                                                       answer=shown)
+            # (board.text is Telegram HTML already: a str + Markup would escape it again)
+            edited = Markup(board.text) + "\n\n" + self.r.text(board.lang, "telegram.chosen",
+                                                               answer=shown)
             await self._show_answer(chat.id, message_id, edited)
         if chat.type in GROUPS:
             await self._group_reply(chat, user, reply, message_id, prepared=writes.prepared)
