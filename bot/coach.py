@@ -8,7 +8,10 @@ goes out, and a process killed between two turns resumes at the same question.
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
+import json
 import logging
 import time
 import uuid
@@ -47,6 +50,9 @@ class Reply:
 
     messages: tuple[Outbound, ...]
     lang: str
+    # a press that was refused, and why: "closed" (not the question open now, or not the
+    # presser's) or "invalid" (not one of the question's answers); nothing was changed
+    refused: str | None = None
 
 
 #: a front end's step inside a turn's unit of work (see `Coach.handle`)
@@ -57,6 +63,45 @@ class TurnRejected(Exception):
     """Raised by an `after` step to roll the whole turn back (what the input answers was
     closed meanwhile, the update was handled already): `Coach.handle` re-raises it, counted as
     a rejected turn rather than an error."""
+
+
+class PressRefused(TurnRejected):
+    """A press that answers nothing: the turn is rolled back (no answer, no event recorded)
+    and `reply` says why."""
+
+    def __init__(self, reply: Reply) -> None:
+        super().__init__(reply.refused)
+        self.reply = reply
+
+
+#: the kinds of message whose buttons answer the dialog's open question
+QUESTION_KINDS = frozenset({"question", "confirm"})
+
+
+def question_key(user_id: object, state: DialogState) -> str:
+    """The key of the question `state` waits on, asked of user `user_id`: a digest of who is
+    asked, which dialog and everything that decides where it stands (not whether it waits for
+    `resume`), so any answer, skip, back or edit makes it another question."""
+    data = state.to_json()
+    data.pop("paused", None)
+    raw = f"{user_id}|".encode() + json.dumps(data, sort_keys=True, default=str,
+                                              ensure_ascii=False).encode()
+    return base64.urlsafe_b64encode(hashlib.blake2b(raw, digest_size=9).digest()).decode()
+
+
+def keyed(messages: list[Outbound] | tuple[Outbound, ...], user_id: object,
+          state: DialogState) -> list[Outbound]:
+    """`messages` with the key of `state`'s question on those that ask it with buttons."""
+    if state.status != "active":
+        return list(messages)
+    key: str | None = None
+    out = []
+    for m in messages:
+        if m.kind in QUESTION_KINDS and (m.options or m.controls) and m.key is None:
+            key = key or question_key(user_id, state)
+            m = replace(m, key=key)
+        out.append(m)
+    return out
 
 
 class Coach:
@@ -131,6 +176,9 @@ class Coach:
         outcome = "ok"
         try:
             return await self.db.run(self._then, self._turn, after, inbound, now)
+        except PressRefused as refused:
+            outcome = "refused"
+            return refused.reply
         except conv.StaleSession:
             # Another input for the same dialog won the race; show where it stands now.
             outcome = "stale"
@@ -248,6 +296,8 @@ class Coach:
         else:  # their first message: create them
             speaker = self._speaker(session, inbound, now, known_new=True)
             current = conv.current_dialog(session, speaker.user_id)
+        if inbound.pressed and inbound.key is not None:
+            self._check_press(session, speaker, current, inbound, now)
         text = inbound.text
         word, _, arg = text.strip().partition(" ")
         arg = arg.strip()
@@ -303,6 +353,35 @@ class Coach:
             return Reply((Outbound(self.r.text(ctx.lang, "idle")),), ctx.lang)
         return self._advance(session, speaker, current, text, now)
 
+    def _check_press(self, session: Session, speaker: conv.Speaker,
+                     current: conv.OpenDialog | None, inbound: Inbound, now: datetime) -> None:
+        """A press counts only for the question it was shown with, of the presser's own open
+        dialog, and only with one of that question's answers; else `PressRefused`."""
+        state = DialogState.from_json(current.state) if current is not None else None
+        if state is None or question_key(speaker.user_id, state) != inbound.key:
+            self._refuse(session, speaker, now, "closed")
+        assert state is not None
+        if state.held is not None:
+            allowed = {"1", "2"}
+            multi = False
+        else:
+            ctx = self._ctx(session, speaker, now)
+            asked = [m for m in self._ask(session, speaker, state, now, ctx)
+                     if m.key == inbound.key]
+            allowed = {o.value for m in asked for o in (*m.options, *m.controls)}
+            multi = any(m.multi for m in asked)
+        value = inbound.text.strip()
+        if value in allowed or (multi and value and all(
+                part.strip() in allowed for part in value.split(", "))):
+            return
+        self._refuse(session, speaker, now, "invalid")
+
+    def _refuse(self, session: Session, speaker: conv.Speaker, now: datetime,
+                why: str) -> None:
+        ctx = self._ctx(session, speaker, now)
+        raise PressRefused(Reply((Outbound(self.r.text(ctx.lang, f"press.{why}"),
+                                           kind="error"),), ctx.lang, refused=why))
+
     def _unpause(self, session: Session, current: conv.OpenDialog,
                  now: datetime) -> conv.OpenDialog:
         state = replace(DialogState.from_json(current.state), paused=False)
@@ -339,7 +418,8 @@ class Coach:
         ask = self.r.text(ctx.lang, "held.ask", typed=typed)
         options = (Option("1", self.r.text(ctx.lang, "held.answer", typed=typed)),
                    Option("2", self.r.text(ctx.lang, "held.run", typed=typed)))
-        return Reply((Outbound(ask, kind="confirm", options=options),), ctx.lang)
+        return Reply(tuple(keyed([Outbound(ask, kind="confirm", options=options)],
+                                 speaker.user_id, state)), ctx.lang)
 
     def _release(self, session: Session, current: conv.OpenDialog,
                  now: datetime) -> conv.OpenDialog:
@@ -443,7 +523,7 @@ class Coach:
         self._apply(session, speaker, turn, now)
         conv.save_dialog(session, current, state=turn.state.to_json(), status=turn.state.status,
                          now=now)
-        messages = list(turn.messages)
+        messages = keyed(turn.messages, speaker.user_id, turn.state)
         if turn.state.status == "done":
             if self.metrics is not None:
                 self.metrics.dialogs_completed_total.labels(turn.state.flow).inc()
@@ -507,7 +587,7 @@ class Coach:
                            status=turn.state.status, now=now)
         if turn.state.status == "done":
             messages.extend(self._report(session, speaker, turn.state, ctx))
-        return messages
+        return keyed(messages, speaker.user_id, turn.state)
 
     def _start(self, session: Session, speaker: conv.Speaker, flow_id: str,
                now: datetime, arg: str = "") -> Reply:
@@ -558,7 +638,7 @@ class Coach:
         """The open question again, with the facts its text names (what is still owed ...)."""
         if self.engine.flows[state.flow].spec.uses:
             ctx = replace(ctx, facts=self._facts(session, speaker, state, now, ctx))
-        return list(self.engine.ask(state, ctx))
+        return keyed(self.engine.ask(state, ctx), speaker.user_id, state)
 
     def _resume(self, session: Session, speaker: conv.Speaker, arg: str,
                 now: datetime) -> Reply:

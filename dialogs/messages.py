@@ -36,6 +36,9 @@ class Inbound:
     # the language of this session only (`salescoach chat --lang`), over the user's stored
     # preference, which it does not change
     session_lang: str | None = None
+    # with `pressed`: the key of the question the button was shown with (`Outbound.key`); the
+    # coach takes the press as an answer only while that very question is open
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class Outbound:
     receivables): a front end shows it only to the asker (DM or ephemeral), never in a channel.
     `mentions` are the people to ping (see `Mention`); `record` is the record a card shows,
     `(kind, id)` with kind "account" or "contact", so a front end can offer to edit it.
+    `key` names the question a dialog asks (whose user, which dialog, where it stands): a front
+    end puts it into the message's buttons and hands it back with a press (`Inbound.key`).
     """
 
     text: str
@@ -87,6 +92,7 @@ class Outbound:
     private: bool = False
     mentions: tuple[Mention, ...] = ()
     record: tuple[str, str] | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)

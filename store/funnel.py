@@ -15,6 +15,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from markupsafe import Markup
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -89,7 +90,8 @@ def step_label(label: str, stage: str | None) -> str:
     numbering is `STEP_OF` (what `advance` and `next` say). A deal out of the funnel (won,
     lost, keep in touch) has no step."""
     step = STEP_OF.get(stage or "") if stage in OPEN else None
-    return f"{step} · {label}" if step else str(label)
+    text = f"{step} · {label}" if step else str(label)
+    return Markup(text) if isinstance(label, Markup) else text  # markup stays markup
 
 
 def next_stage(stage: str) -> str | None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from bot.settings import Settings
@@ -48,8 +49,10 @@ class CommandRequest:
     renderer: Renderer
     admins: tuple[str, ...] = ()
 
-    def text(self, key: str, **params: object) -> str:
-        return str(self.renderer.text(self.ctx.lang, key, **params))
+    def text(self, key: str, **params: object) -> Markup:
+        """A catalog text, as markup: handed to a template or another text it is not escaped
+        again (a `str` would be, and show `Drivers&#39;`)."""
+        return self.renderer.text(self.ctx.lang, key, **params)
 
 
 Handler = Callable[[CommandRequest], Sequence[Outbound]]

@@ -131,7 +131,7 @@ def reason_text(renderer: Renderer, lang: str, reason: health_mod.Reason) -> str
 
     def label(group: str, code: Any) -> str:
         key = f"lk.{group}.{code}"
-        return str(renderer.text(lang, key)) if key in renderer.catalogs["en"] else str(code)
+        return renderer.text(lang, key) if key in renderer.catalogs["en"] else str(code)
 
     if "missing" in params:
         params["missing"] = ", ".join(label("check", c) for c in params["missing"])
@@ -139,7 +139,7 @@ def reason_text(renderer: Renderer, lang: str, reason: health_mod.Reason) -> str
                         ("relationship", "rel")):
         if name in params:
             params[name] = label(group, params[name])
-    return str(renderer.text(lang, f"health.{reason.code}", **params))
+    return renderer.text(lang, f"health.{reason.code}", **params)
 
 
 def _health_view(req: CommandRequest, found: health_mod.Health | None) -> dict[str, Any] | None:

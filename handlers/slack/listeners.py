@@ -30,7 +30,9 @@ from handlers.slack.render import (
     MULTI_DONE,
     SELECT,
     answered,
+    closed,
     from_slack,
+    question_key,
 )
 from store import conversations as conv
 
@@ -41,7 +43,8 @@ log = logging.getLogger(__name__)
 
 # `/coach pipeline share`: the answer goes to the whole channel instead of only the asker
 # an answer button, a control (back, skip, tip…), a pick in a select, Done under checkboxes
-CLICKS = re.compile(f"^(?:{ANSWER}_\\d+|{CONTROL}_\\w+|{SELECT}|{MULTI_DONE})$")
+# (each with the key of the question it answers after a ".", see render.answer_blocks)
+CLICKS = re.compile(f"^(?:{ANSWER}_\\d+|{CONTROL}_\\w+|{SELECT}|{MULTI_DONE})(?:\\.[\\w-]+)?$")
 RECORD_KINDS = {"account": "account", "customer": "account", "客户": "account",
                 "contact": "contact", "联系人": "contact"}
 
@@ -274,7 +277,7 @@ async def bind_channel(front: SlackFrontEnd, body: dict[str, Any], where: Where,
 def _clicked(body: dict[str, Any], action: dict[str, Any]) -> tuple[str, str] | None:
     """What a click "types" and the label to show as chosen."""
     kind = action.get("type")
-    if kind == "button" and action.get("action_id") == MULTI_DONE:
+    if kind == "button" and question_key(str(action.get("action_id", "")))[0] == MULTI_DONE:
         state = (body.get("state") or {}).get("values") or {}
         picked = (state.get(MULTI_BLOCK) or {}).get(MULTI) or {}
         options = picked.get("selected_options") or []
@@ -298,7 +301,8 @@ async def click(front: SlackFrontEnd, body: dict[str, Any], action: dict[str, An
     container = body.get("container") or {}
     channel = where.channel or container.get("channel_id")
     ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
-    tip = action.get("action_id") == f"{CONTROL}_tip"
+    kind, key = question_key(str(action.get("action_id", "")))
+    tip = kind == f"{CONTROL}_tip"
     # One answer per question message; a tip may be asked once per message too.
     event_id = f"click:{channel}:{ts}" + (":tip" if tip else "")
     who = await front.profile(where.user)
@@ -312,23 +316,35 @@ async def click(front: SlackFrontEnd, body: dict[str, Any], action: dict[str, An
                                         where.response_url, where.request_id),
                                   reply.messages, reply.lang)
         return
-    if container.get("type") == "message" and channel and channel.startswith("D"):
-        dm = channel
-        front.remember_dm(where.user, dm)
-    else:  # a button on the Home tab or under a nudge in a channel: answers go to the DM
-        dm = await front.dm_channel(where.user)
+    # Answers go to the clicker's own DM, whatever channel the click names: a click on a
+    # message in someone else's DM (a forged payload) must not route anything there.
+    dm = await front.dm_channel(where.user)
+    # the message may be marked answered or closed: one in their DM, or a post in a channel
+    own = container.get("type") == "message" and bool(channel) and (
+        channel == dm or not str(channel).startswith("D"))
     reply = await front.coach.handle(Inbound(PLATFORM, where.team, where.user, value,
                                              user_name=who.name, lang_hint=who.lang,
                                              event_id=event_id, chat="private", chat_key=dm,
-                                             pressed=True))
+                                             pressed=True, key=key))
     if not reply.messages:
         return  # a double click or a retry: already answered
     message = body.get("message")
-    if not tip and container.get("type") == "message" and message and channel and ts:
-        try:
-            await front.client.chat_update(channel=channel, ts=ts, text=message.get("text") or " ",
-                                           blocks=answered(message.get("blocks") or [], label))
-        except SlackApiError as exc:  # the old question was deleted: the answer still counts
-            log.warning("could not mark the answered question %s: %s", ts,
-                        exc.response.get("error"))
+    if reply.refused is not None:
+        if reply.refused == "closed" and own and message and ts:
+            await _mark(front, channel, ts, message, closed(
+                message.get("blocks") or [], front.plain(reply.lang)("slack.closed")))
+        await front.post(dm, reply.messages, reply.lang)
+        return
+    if not tip and own and message and ts:
+        await _mark(front, channel, ts, message, answered(message.get("blocks") or [], label))
     await front.post(dm, reply.messages, reply.lang)
+
+
+async def _mark(front: SlackFrontEnd, channel: str | None, ts: str, message: dict[str, Any],
+                blocks: list[dict[str, Any]]) -> None:
+    """Show a question message answered or closed (its buttons gone)."""
+    try:
+        await front.client.chat_update(channel=channel, ts=ts, text=message.get("text") or " ",
+                                       blocks=blocks)
+    except SlackApiError as exc:  # the old question was deleted: the answer still counts
+        log.warning("could not mark the question %s: %s", ts, exc.response.get("error"))

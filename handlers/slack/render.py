@@ -34,6 +34,7 @@ MULTI_DONE = "sc_multi_done"
 ANSWER_BLOCK = "sc_options"
 CONTROL_BLOCK = "sc_controls"
 MULTI_BLOCK = "sc_multi_block"
+KEY_SEP = "."            # action id + "." + the key of the question it answers (Outbound.key)
 EDIT = "sc_edit"         # value "<kind>:<id>": opens the record's edit modal (card, Home)
 RECORD_BLOCK = "sc_record"
 
@@ -165,6 +166,16 @@ def _option(option: Option) -> dict[str, Any]:
     return {"text": _plain(plain_label(option.label)), "value": option.value[:VALUE_LIMIT]}
 
 
+def _keyed(action_id: str, key: str | None) -> str:
+    return f"{action_id}{KEY_SEP}{key}" if key else action_id
+
+
+def question_key(action_id: str) -> tuple[str, str | None]:
+    """An action id as (its kind, the key of the question it answers or None)."""
+    kind, _, key = action_id.partition(KEY_SEP)
+    return kind, key or None
+
+
 def _button(action_id: str, option: Option) -> dict[str, Any]:
     return {"type": "button", "action_id": action_id, "text": _plain(plain_label(option.label)),
             "value": option.value[:VALUE_LIMIT]}
@@ -174,6 +185,7 @@ def answer_blocks(message: Outbound, t: Callable[[str], str]) -> list[dict[str, 
     """The interactive part of a question: buttons, a select, or checkboxes + Done; controls."""
     blocks: list[dict[str, Any]] = []
     options = message.options
+    key = message.key
     if options and message.multi:
         element: dict[str, Any]
         if len(options) <= MAX_CHECKBOXES:
@@ -185,19 +197,19 @@ def answer_blocks(message: Outbound, t: Callable[[str], str]) -> list[dict[str, 
                        "options": [_option(o) for o in options[:MAX_SELECT_OPTIONS]]}
         blocks.append({"type": "actions", "block_id": MULTI_BLOCK, "elements": [element]})
         blocks.append({"type": "actions", "block_id": ANSWER_BLOCK, "elements": [
-            {"type": "button", "action_id": MULTI_DONE, "style": "primary",
+            {"type": "button", "action_id": _keyed(MULTI_DONE, key), "style": "primary",
              "text": _plain(t("slack.done")), "value": "done"}]})
     elif options and len(options) <= MAX_BUTTONS:
         blocks.append({"type": "actions", "block_id": ANSWER_BLOCK, "elements": [
-            _button(f"{ANSWER}_{n}", o) for n, o in enumerate(options)]})
+            _button(_keyed(f"{ANSWER}_{n}", key), o) for n, o in enumerate(options)]})
     elif options:
         blocks.append({"type": "actions", "block_id": ANSWER_BLOCK, "elements": [
-            {"type": "static_select", "action_id": SELECT,
+            {"type": "static_select", "action_id": _keyed(SELECT, key),
              "placeholder": _plain(t("slack.choose")),
              "options": [_option(o) for o in options[:MAX_SELECT_OPTIONS]]}]})
     if message.controls:
         blocks.append({"type": "actions", "block_id": CONTROL_BLOCK, "elements": [
-            _button(f"{CONTROL}_{c.value}", c) for c in message.controls[:25]]})
+            _button(_keyed(f"{CONTROL}_{c.value}", key), c) for c in message.controls[:25]]})
     if message.record is not None:  # a card of an account or contact: offer to edit it
         kind, record_id = message.record
         blocks.append({"type": "actions", "block_id": RECORD_BLOCK, "elements": [
@@ -251,7 +263,16 @@ def group(messages: Sequence[SlackMessage]) -> list[SlackMessage]:
 
 def answered(blocks: Sequence[dict[str, Any]], chosen: str) -> list[dict[str, Any]]:
     """A question message after a click: its text, no buttons, and what was chosen."""
+    return _without_buttons(blocks, f"✓ *{escape(chosen)}*")
+
+
+def closed(blocks: Sequence[dict[str, Any]], note: str) -> list[dict[str, Any]]:
+    """A question message whose question is closed: its text, no buttons, and a plain `note`
+    saying so."""
+    return _without_buttons(blocks, f"_{escape(note)}_")
+
+
+def _without_buttons(blocks: Sequence[dict[str, Any]], mark: str) -> list[dict[str, Any]]:
     kept = [b for b in blocks if b.get("type") not in ("actions", "input")]
-    kept.append({"type": "context", "elements": [
-        {"type": "mrkdwn", "text": f"✓ *{escape(chosen)}*"}]})
+    kept.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mark}]})
     return kept

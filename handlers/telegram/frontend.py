@@ -528,25 +528,32 @@ class TelegramFrontEnd:
         """Handle a tap; True when the query was already answered (with a text)."""
         tap = parse_callback(query.data)
         user = query.from_user
-        if tap is not None and tap.op == "t":  # tick/untick: one unit of work, no turn
+        if tap is None or not _is_button_of(query) or (
+                chat.type == ChatType.PRIVATE and chat.id != user.id):
+            # data that no button of this message holds, or a tap in someone else's private
+            # chat (forged): it answers nothing and leaves the message, and its live keyboard,
+            # as they are
+            return await self._stale_tap(query, message_id, chat, None, drop=False)
+        if tap.op == "t":  # tick/untick: one unit of work, no turn
             ticked = await self.app.db.run(kb.toggle, tap.key, tap.index, str(chat.id))
             if ticked is None or ticked.closed or not ticked.multi:
                 return await self._stale_tap(query, message_id, chat, ticked)
             markup = keyboard(ticked.key, ticked.options, ticked.controls, multi=True,
                               selected=ticked.selected,
-                              done_label=plain(self.r.text(ticked.lang, "telegram.done")))
+                              done_label=plain(self.r.text(ticked.lang, "telegram.done")),
+                              question=tap.question)
             with suppress(BadRequest):  # "message is not modified" after a fast re-tap
                 await self.bot.edit_message_reply_markup(chat.id, message_id,
                                                          reply_markup=markup)
             return False
         # what a button stands for never changes: this process's cache spares the read, except
         # for Done, whose ticks are read fresh; whether it is still open is checked in the turn
-        board = None
-        if tap is not None:
-            board = self._boards.get(tap.key) if tap.op != "d" else None
-            if board is None:
-                board = await self.app.db.run(kb.load, tap.key)
-        if tap is None or board is None or board.chat_id != str(chat.id) or board.closed:
+        board = self._boards.get(tap.key) if tap.op != "d" else None
+        if board is None:
+            board = await self.app.db.run(kb.load, tap.key)
+        if board is None or board.chat_id != str(chat.id):
+            return await self._stale_tap(query, message_id, chat, board, drop=False)
+        if board.closed:
             return await self._stale_tap(query, message_id, chat, board)
         if tap.op == "d":
             if not board.selected:
@@ -571,17 +578,28 @@ class TelegramFrontEnd:
                               answers=None if repeatable else board.key)
         try:
             reply = await self.coach.handle(
-                replace(self._inbound(user, chat, value, event), pressed=True), after=writes)
+                replace(self._inbound(user, chat, value, event), pressed=True,
+                        key=tap.question), after=writes)
         except KeyboardClosed:
             self._boards.forget(board.key)
             return await self._stale_tap(query, message_id, chat, board)
+        if reply.refused is not None:
+            # not the question open now (or not the tapper's), or not one of its answers:
+            # nothing changed; in the asker's own chat a closed question loses its buttons
+            await query.answer(plain(reply.messages[0].text)[:200], show_alert=True)
+            if reply.refused == "closed" and chat.type == ChatType.PRIVATE:
+                await self.app.db.run(kb.close, board.key)
+                self._boards.forget(board.key)
+                await self._drop_keyboard(chat.id, message_id)
+            return True
         if not repeatable:
             self._boards.forget(board.key)
         self._boards.sent(writes.prepared)
         await query.answer()
         if not repeatable:
-            edited = board.text + "\n\n" + self.r.text(board.lang, "telegram.chosen",
-                                                       answer=shown)
+            # (board.text is Telegram HTML already: a str + Markup would escape it again)
+            edited = Markup(board.text) + "\n\n" + self.r.text(board.lang, "telegram.chosen",
+                                                               answer=shown)
             await self._show_answer(chat.id, message_id, edited)
         if chat.type in GROUPS:
             await self._group_reply(chat, user, reply, message_id, prepared=writes.prepared)
@@ -590,11 +608,13 @@ class TelegramFrontEnd:
         return True
 
     async def _stale_tap(self, query: CallbackQuery, message_id: int, chat: Chat,
-                         board: kb.Keyboard | None) -> bool:
-        """A tap on a keyboard that no longer counts: say so and take the buttons away."""
+                         board: kb.Keyboard | None, *, drop: bool = True) -> bool:
+        """A tap on a keyboard that no longer counts: say so and (`drop`: it is this message's
+        keyboard, closed) take the buttons away."""
         lang = board.lang if board is not None else await self._lang(query.from_user)
         await query.answer(plain(self.r.text(lang, "telegram.stale")))
-        await self._drop_keyboard(chat.id, message_id)
+        if drop:
+            await self._drop_keyboard(chat.id, message_id)
         return True
 
     async def _show_answer(self, chat_id: int, message_id: int, text: str) -> None:
@@ -721,7 +741,8 @@ class TelegramFrontEnd:
             if made.board is not None:
                 done_label = done_label or plain(self.r.text(lang, "telegram.done"))
                 markup = keyboard(made.board.key, made.board.options, made.board.controls,
-                                  multi=made.board.multi, done_label=done_label)
+                                  multi=made.board.multi, done_label=done_label,
+                                  question=made.board.question)
             last = len(made.pieces) - 1
             for i, piece in enumerate(made.pieces):
                 sent = await self.bot.send_message(
@@ -793,6 +814,17 @@ class TelegramFrontEnd:
             await self.app.db.run(kb.deactivate_channel, self.bot_id, target.key)
         log.warning("telegram: %s %s cannot be reached any more; recorded", target.kind,
                     target.key)
+
+
+def _is_button_of(query: CallbackQuery) -> bool:
+    """Whether the query's data is that of a button of the message tapped (Telegram sends the
+    message with its keyboard as it stands; one too old to be shown is taken on trust)."""
+    message = query.message
+    if not isinstance(message, Message):
+        return True
+    markup = message.reply_markup
+    return markup is not None and any(button.callback_data == query.data
+                                      for row in markup.inline_keyboard for button in row)
 
 
 def _reply_to(message_id: int | None) -> ReplyParameters | None:

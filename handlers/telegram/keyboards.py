@@ -51,6 +51,7 @@ class NewKeyboard:
     multi: bool
     text: str
     lang: str
+    question: str | None = None  # the key of the question it asks (in its callback data only)
 
     def snapshot(self) -> Keyboard:
         return Keyboard(self.key, self.chat_id, self.kind, self.options, self.controls,

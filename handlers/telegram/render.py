@@ -163,8 +163,9 @@ def escape_label(label: str) -> str:
 
 
 # ---- callback data ---------------------------------------------------------------------------
-# "<op>:<keyboard key>:<index>": a = an answer, c = a control, t = tick/untick (multi-choice),
-# d = done (multi-choice). 1 + 1 + 16 + 1 + 3 bytes at most, whatever the flow.
+# "<op>:<keyboard key>:<index>[:<question key>]": a = an answer, c = a control, t = tick/untick
+# (multi-choice), d = done (multi-choice); the question key (`Outbound.key`, 12 characters) on a
+# dialog's question. 1 + 1 + 16 + 1 + 3 + 1 + 12 bytes at most, whatever the flow.
 
 OPS = ("a", "c", "t", "d")
 
@@ -174,10 +175,11 @@ class Tap:
     op: str
     key: str
     index: int
+    question: str | None = None
 
 
-def callback_data(op: str, key: str, index: int = 0) -> str:
-    data = f"{op}:{key}:{index}"
+def callback_data(op: str, key: str, index: int = 0, question: str | None = None) -> str:
+    data = f"{op}:{key}:{index}" + (f":{question}" if question else "")
     assert len(data.encode()) <= MAX_CALLBACK_DATA, data
     return data
 
@@ -186,9 +188,10 @@ def parse_callback(data: str | None) -> Tap | None:
     if not data:
         return None
     parts = data.split(":")
-    if len(parts) != 3 or parts[0] not in OPS or not parts[2].isdigit():
+    if len(parts) not in (3, 4) or parts[0] not in OPS or not parts[2].isdigit() \
+            or not parts[1] or (len(parts) == 4 and not parts[3]):
         return None
-    return Tap(parts[0], parts[1], int(parts[2]))
+    return Tap(parts[0], parts[1], int(parts[2]), parts[3] if len(parts) == 4 else None)
 
 
 def _rows(buttons: list[InlineKeyboardButton], labels: Sequence[str]) -> list[
@@ -201,26 +204,27 @@ def _rows(buttons: list[InlineKeyboardButton], labels: Sequence[str]) -> list[
 
 def keyboard(key: str, options: Sequence[tuple[str, str]], controls: Sequence[tuple[str, str]],
              *, multi: bool = False, selected: Sequence[int] = (),
-             done_label: str = "Done") -> InlineKeyboardMarkup:
+             done_label: str = "Done", question: str | None = None) -> InlineKeyboardMarkup:
     """The inline keyboard of a question: the answers (ticked ones marked ✓ in multi-choice,
-    then a Done button), then the controls in one row."""
+    then a Done button), then the controls in one row; every button carries `question`, the
+    key of the question it answers."""
     labels = [plain_label(label) for _value, label in options]
     ticked = set(selected)
     if multi:
         shown = [f"✓ {label}" if i in ticked else label for i, label in enumerate(labels)]
-        buttons = [InlineKeyboardButton(text, callback_data=callback_data("t", key, i))
+        buttons = [InlineKeyboardButton(text, callback_data=callback_data("t", key, i, question))
                    for i, text in enumerate(shown)]
     else:
         shown = labels
-        buttons = [InlineKeyboardButton(text, callback_data=callback_data("a", key, i))
+        buttons = [InlineKeyboardButton(text, callback_data=callback_data("a", key, i, question))
                    for i, text in enumerate(shown)]
     rows = _rows(buttons, shown)
     if multi:
         rows.append([InlineKeyboardButton(f"✔ {done_label}", callback_data=callback_data(
-            "d", key))])
+            "d", key, 0, question))])
     if controls:
         rows.append([InlineKeyboardButton(plain_label(label),
-                                          callback_data=callback_data("c", key, i))
+                                          callback_data=callback_data("c", key, i, question))
                      for i, (_value, label) in enumerate(controls)])
     return InlineKeyboardMarkup(rows)
 

@@ -45,7 +45,7 @@ def ready(out: Outbound, chat_id: str, lang: str) -> Ready:
         key=kb.new_key(), chat_id=chat_id, kind="question" if out.kind == "question" else "post",
         options=tuple((o.value, o.label) for o in out.options),
         controls=tuple((c.value, c.label) for c in out.controls),
-        multi=out.multi, text=pieces[-1], lang=lang))
+        multi=out.multi, text=pieces[-1], lang=lang, question=out.key))
 
 
 @dataclass

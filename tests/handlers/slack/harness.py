@@ -110,8 +110,9 @@ class SlackUser:
         kind = "checkboxes" if element["type"] == "checkboxes" else "multi_static_select"
         state = {"sc_multi_block": {"sc_multi": {"type": kind, "selected_options": picked}}}
         done_block = next(b for b in blocks if b["type"] == "actions" and any(
-            e["action_id"] == "sc_multi_done" for e in b["elements"]))
-        done = next(e for e in done_block["elements"] if e["action_id"] == "sc_multi_done")
+            e["action_id"].split(".")[0] == "sc_multi_done" for e in b["elements"]))
+        done = next(e for e in done_block["elements"]
+                    if e["action_id"].split(".")[0] == "sc_multi_done")
         return await self.slack.action(self, post, done_block, done, done, state=state)
 
     async def open_home(self) -> httpx.Response:
