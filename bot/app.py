@@ -14,6 +14,7 @@ from dialogs.engine import Engine
 from dialogs.flow import load_flows
 from dialogs.render import Renderer
 from store.db import Database
+from store.limits import limit_for
 from store.records import json_keys, table_columns
 
 
@@ -40,7 +41,7 @@ def build_engine() -> tuple[Renderer, Engine]:
     renderer = Renderer()
     flows = load_flows(columns=table_columns(), langs=renderer.languages,
                        json_keys=json_keys())
-    return renderer, Engine(flows, renderer)
+    return renderer, Engine(flows, renderer, limits=limit_for)
 
 
 def build_app(settings: Settings, *, clock: Callable[[], datetime] | None = None) -> App:

@@ -32,7 +32,7 @@ from dialogs.messages import Inbound, Option, Outbound
 from dialogs.render import Renderer
 from dialogs.state import DialogState
 from store import conversations as conv
-from store import funnel, permissions, records, search
+from store import funnel, limits, permissions, records, search
 from store.db import Database
 from store.permissions import Access
 
@@ -174,6 +174,11 @@ class Coach:
         now = self.clock()
         started = time.perf_counter()
         outcome = "ok"
+        # NUL, ESC, BEL ... never get further than this: no column holds a NUL on PostgreSQL,
+        # and an echo of the answer must not drive the terminal it is shown on
+        inbound = replace(inbound, text=limits.clean(inbound.text),
+                          user_name=limits.clean(inbound.user_name, multiline=False)
+                          if inbound.user_name else inbound.user_name)
         try:
             return await self.db.run(self._then, self._turn, after, inbound, now)
         except PressRefused as refused:

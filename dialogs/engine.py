@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from jinja2 import meta, nodes
 from markupsafe import Markup, escape
@@ -150,12 +150,37 @@ class Slot:
     index: int | None = None
 
 
-class Engine:
-    """Runs flows. Holds only immutable things loaded at start-up."""
+class ColumnLimit(Protocol):
+    """What the column an answer is saved into can hold (`store.limits.Limit`)."""
 
-    def __init__(self, flows: FlowSet, renderer: Renderer) -> None:
+    @property
+    def max_length(self) -> int | None: ...
+
+    def clean(self, text: str) -> str: ...
+
+    def check(self, value: Any) -> Any: ...  # None, or a refusal with `code` and `params`
+
+
+class Engine:
+    """Runs flows. Holds only immutable things loaded at start-up.
+
+    `limits(table, column)` says what a column can hold (the store's `limit_for`): an answer
+    that does not fit the column its step saves into is refused with a re-ask."""
+
+    def __init__(self, flows: FlowSet, renderer: Renderer,
+                 limits: Callable[[str, str], ColumnLimit | None] | None = None) -> None:
         self.flows = flows
         self.r = renderer
+        # (flow, step) -> the limit of the column the step saves into
+        self.limits: dict[tuple[str, str], ColumnLimit] = {}
+        for flow in flows.flows.values():
+            for step in flow.all_steps():
+                parts = (step.save or "").split(".")
+                if limits is None or len(parts) < 2 or parts[0] not in flow.spec.records:
+                    continue
+                found = limits(flow.spec.records[parts[0]].table, parts[1])
+                if found is not None:
+                    self.limits[(flow.id, step.id)] = found
         self.aliases: dict[str, str] = {}
         for catalog in renderer.catalogs.values():
             for word in CONTROL_WORDS:
@@ -657,7 +682,14 @@ class Engine:
             return self._reask(flow, state, ctx, f"parse.{exc.code}", **exc.params)
         except _TooLong as exc:
             return self._reask(flow, state, ctx, "err.too_long", length=exc.length,
-                               limit=step.max_length)
+                               limit=exc.limit)
+        except _Refused as exc:
+            return self._reask(flow, state, ctx, f"err.{exc.code}", **exc.params)
+        column = self.limits.get((flow.id, step.id))
+        if column is not None and step.type != "text":  # a number the column cannot hold
+            refused = column.check(_db_value(step, value))
+            if refused is not None:
+                return self._reask(flow, state, ctx, f"err.{refused.code}", **refused.params)
         if step.type == "date":
             problem = self._date_violation(flow, state, slot, value, ctx)
             if problem is not None:
@@ -765,8 +797,17 @@ class Engine:
     def _parse(self, flow: Flow, step: StepDef, raw: str, ctx: TurnContext) -> Any:
         kind = step.type
         if kind == "text":
-            if len(raw) > step.max_length:
-                raise _TooLong(len(raw))
+            column = self.limits.get((flow.id, step.id))
+            limit = step.max_length
+            if column is not None:  # one line where the column holds one (newlines folded)
+                raw = column.clean(raw)
+                if column.max_length is not None:  # the tighter of the step's and the column's
+                    limit = min(limit, column.max_length)
+            if len(raw) > limit:
+                raise _TooLong(len(raw), limit)
+            refused = column.check(raw) if column is not None else None
+            if refused is not None:
+                raise _Refused(refused.code, refused.params)
             return raw
         if kind == "yes_no":
             return parsing.parse_yes_no(raw)
@@ -1532,9 +1573,19 @@ def _derived_id(session_id: str, name: str) -> str:
 
 
 class _TooLong(Exception):
-    def __init__(self, length: int) -> None:
+    def __init__(self, length: int, limit: int) -> None:
         super().__init__(length)
         self.length = length
+        self.limit = limit
+
+
+class _Refused(Exception):
+    """An answer the column it is saved into cannot hold (`store.limits.LimitError`)."""
+
+    def __init__(self, code: str, params: Mapping[str, Any]) -> None:
+        super().__init__(code)
+        self.code = code
+        self.params = dict(params)
 
 
 def _was_key(step_id: str) -> str:

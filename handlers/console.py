@@ -14,6 +14,7 @@ from typing import TextIO
 
 from bot.coach import Coach
 from dialogs.messages import Attachment, Inbound, Outbound
+from store import limits
 
 log = logging.getLogger(__name__)
 
@@ -22,16 +23,24 @@ _TAGS = re.compile(r"<(/?)(b|i|code)>")
 
 
 def to_terminal(markup: str, *, color: bool) -> str:
-    """Neutral markup as terminal text: bold/italic as ANSI when `color`, else plain."""
-    def tag(match: re.Match[str]) -> str:
-        if not color:
-            return ""
-        closing, name = match.groups()
-        if closing:
-            return "\033[0m"
-        return {"b": "\033[1m", "i": "\033[3m", "code": "\033[36m"}[name]
+    """Neutral markup as terminal text: bold/italic as ANSI when `color`, else plain.
 
-    return html.unescape(_TAGS.sub(tag, markup))
+    The text itself never reaches the terminal with a control character in it (an ESC or BEL
+    in a stored name, or an entity like `&#27;`): only the coach's own ANSI codes do."""
+    parts = _TAGS.split(markup)  # text, closing, name, text, closing, name, ..., text
+    out = [safe(html.unescape(parts[0]))]
+    for i in range(1, len(parts), 3):
+        closing, name, after = parts[i], parts[i + 1], parts[i + 2]
+        if color:
+            out.append("\033[0m" if closing else
+                       {"b": "\033[1m", "i": "\033[3m", "code": "\033[36m"}[name])
+        out.append(safe(html.unescape(after)))
+    return "".join(out)
+
+
+def safe(text: str) -> str:
+    """Text as it may be written to a terminal: no control characters but newline and tab."""
+    return limits.clean(text)
 
 
 FILES_DIR = "salescoach-files"
@@ -59,7 +68,7 @@ def save_attachment(folder: Path, attachment: Attachment) -> Path:
 def render(message: Outbound, *, color: bool) -> str:
     lines = [to_terminal(message.text, color=color)]
     for number, option in enumerate(message.options, start=1):
-        lines.append(f"  {number}. {html.unescape(option.label)}")
+        lines.append(f"  {number}. {safe(html.unescape(option.label))}")
     return "\n".join(lines)
 
 
@@ -104,7 +113,7 @@ class Console:
                     text += f"\n📎 {save_attachment(self.files_dir, attachment)}"
                 except OSError as exc:
                     log.warning("could not save %s: %s", attachment.filename, exc)
-                    text += f"\n📎 {attachment.filename}: ✖ {exc.strerror or exc}"
+                    text += f"\n📎 {safe(attachment.filename)}: ✖ {exc.strerror or exc}"
             self.stdout.write(text + "\n\n")
         self.stdout.flush()
 
@@ -126,7 +135,7 @@ class Console:
             if line is None or line.strip().casefold() in QUIT:
                 break
             if not self.interactive:
-                self.stdout.write(f"› {line}\n")
+                self.stdout.write(f"› {safe(line)}\n")
             try:
                 reply = await self.coach.handle(self._inbound(line))
             except Exception:

@@ -35,6 +35,7 @@ from sqlalchemy import ColumnElement, Table, bindparam, insert, or_, select, upd
 from sqlalchemy.orm import Session
 
 from store.db import Database
+from store.limits import Limit, clean, limit_for
 from store.enums import (
     AccountStatus,
     BuyingPhase,
@@ -65,7 +66,6 @@ class Column:
     zh: str
     kind: str = "text"  # text | int | decimal | date | code | codes | currency | owner | ref
     required: bool = False
-    max_len: int | None = None
     codes: tuple[str, ...] = ()
     default: str | None = None
     # for kind "ref": the table referred to; the row's column that holds the reference
@@ -79,7 +79,7 @@ def _codes(enum: Any) -> tuple[str, ...]:
     return tuple(str(member.value) for member in enum)
 
 
-_EXTERNAL = Column("external_id", "外部编号", required=True, max_len=128)
+_EXTERNAL = Column("external_id", "外部编号", required=True)
 _OWNER = Column("owner", "负责人", kind="owner", target="owner_id")
 _ACCOUNT_REF = Column("account_external_id", "客户外部编号", kind="ref", required=True,
                       ref="accounts", target="account_id")
@@ -88,13 +88,13 @@ _ACCOUNT_REF = Column("account_external_id", "客户外部编号", kind="ref", r
 def _of_account(name_zh: str) -> tuple[Column, ...]:
     """The first columns of an owned record of a customer (contact, opportunity): its id, the
     customer's, its name, its owner."""
-    return (_EXTERNAL, _ACCOUNT_REF, Column("name", name_zh, required=True, max_len=255), _OWNER)
+    return (_EXTERNAL, _ACCOUNT_REF, Column("name", name_zh, required=True), _OWNER)
 
 
 COLUMNS: dict[str, tuple[Column, ...]] = {
     "accounts": (
         _EXTERNAL,
-        Column("name", "名称", required=True, max_len=255),
+        Column("name", "名称", required=True),
         _OWNER,
         Column("status", "状态", kind="code", codes=_codes(AccountStatus), default="active"),
         Column("industry", "行业", kind="code", codes=_codes(Industry)),
@@ -108,28 +108,28 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("last_purchase_currency", "上次采购币种", kind="currency"),
         Column("last_purchase_satisfaction", "上次采购满意度", kind="int", low=1, high=5),
         Column("address", "地址"),
-        Column("postcode", "邮编", max_len=16),
-        Column("website", "网站", max_len=255),
+        Column("postcode", "邮编"),
+        Column("website", "网站"),
         Column("org_notes", "组织备注"),
     ),
     "contacts": (
         *_of_account("姓名"),
-        Column("title", "职务", max_len=255),
-        Column("department", "部门", max_len=255),
+        Column("title", "职务"),
+        Column("department", "部门"),
         Column("level", "级别", kind="code", codes=_codes(ContactLevel)),
         Column("function", "职能", kind="code", codes=_codes(ContactFunction)),
         Column("buying_roles", "采购角色", kind="codes", codes=_codes(BuyingRole)),
         Column("insider_level", "内线程度", kind="code", codes=_codes(InsiderLevel)),
         Column("comm_style", "沟通风格", kind="code", codes=_codes(CommStyle)),
         Column("relationship_stage", "关系阶段", kind="code", codes=_codes(RelationshipStage)),
-        Column("phone", "电话", max_len=64),
-        Column("email", "邮箱", max_len=255),
+        Column("phone", "电话"),
+        Column("email", "邮箱"),
         Column("work_notes", "工作备注"),
         Column("personal_notes", "个人信息"),
     ),
     "opportunities": (
         *_of_account("商机名称"),
-        Column("product", "产品", max_len=255),
+        Column("product", "产品"),
         Column("stage", "漏斗阶段", kind="code", codes=_codes(FunnelStage), default="analysis"),
         Column("phase", "采购阶段", kind="code", codes=_codes(BuyingPhase)),
         Column("amount", "金额", kind="decimal", low=0),
@@ -144,7 +144,7 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         _ACCOUNT_REF,
         Column("opportunity_external_id", "商机外部编号", kind="ref", ref="opportunities",
                target="opportunity_id"),
-        Column("number", "发票号", required=True, max_len=64),
+        Column("number", "发票号", required=True),
         Column("amount", "金额", kind="decimal", required=True, low=0),
         Column("currency", "币种", kind="currency", default="CNY"),
         Column("issued_on", "开票日期", kind="date", required=True),
@@ -246,18 +246,29 @@ class _Row:
     raw_titles: dict[str, str]
 
 
+def _limit(kind: str, col: Column) -> Limit | None:
+    """What the cell's column holds (store/limits.py): a reference is another file's id."""
+    if col.kind == "ref" and col.ref:
+        return limit_for(col.ref, "external_id")
+    if col.kind == "owner":
+        return limit_for("users", "display_name")
+    return limit_for(kind, col.name)
+
+
 def _parse_cell(col: Column, text: str, title: str, number: int,
-                problems: list[Problem]) -> Any:
-    value = text.strip()
+                problems: list[Problem], limit: Limit | None = None) -> Any:
+    # NUL and other control characters are dropped (newlines and tabs kept where the column
+    # is multi-line); then the cell must fit its column
+    value = clean(text, multiline=limit.multiline if limit is not None else True).strip()
     if not value:
         if col.required:
             problems.append(Problem(number, title, "required"))
         return [] if col.kind == "codes" else col.default
-    if col.max_len is not None and len(value) > col.max_len:
-        problems.append(Problem(number, title, "too_long", {"limit": col.max_len,
-                                                            "length": len(value)}))
-        return None
     if col.kind in ("text", "owner", "ref"):
+        refused = limit.check(value) if limit is not None else None
+        if refused is not None:
+            problems.append(Problem(number, title, refused.code, refused.params))
+            return None
         return value
     if col.kind == "int":
         try:
@@ -270,7 +281,7 @@ def _parse_cell(col: Column, text: str, title: str, number: int,
             problems.append(Problem(number, title, "out_of_range",
                                     {"value": value[:40], "low": col.low, "high": col.high}))
             return None
-        return number_value
+        return _fits(number_value, limit, title, number, problems)
     if col.kind == "decimal":
         try:
             amount = Decimal(value.replace(",", "").replace("¥", "").replace("￥", ""))
@@ -282,7 +293,7 @@ def _parse_cell(col: Column, text: str, title: str, number: int,
         if col.low is not None and amount < col.low:
             problems.append(Problem(number, title, "negative", {"value": value[:40]}))
             return None
-        return amount
+        return _fits(amount, limit, title, number, problems)
     if col.kind == "date":
         try:
             return date.fromisoformat(value.replace("/", "-"))
@@ -313,6 +324,16 @@ def _parse_cell(col: Column, text: str, title: str, number: int,
     raise ValueError(f"unknown column kind {col.kind!r}")
 
 
+def _fits(value: Any, limit: Limit | None, title: str, number: int,
+          problems: list[Problem]) -> Any:
+    """`value`, or None with a problem when its column cannot hold it."""
+    refused = limit.check(value) if limit is not None else None
+    if refused is None:
+        return value
+    problems.append(Problem(number, title, refused.code, refused.params))
+    return None
+
+
 def _parse_row(kind: str, mapping: dict[int, Column], number: int, record: list[str],
                titles: dict[int, str], width: int) -> _Row:
     problems: list[Problem] = []
@@ -328,7 +349,7 @@ def _parse_row(kind: str, mapping: dict[int, Column], number: int, record: list[
         text = record[i] if i < len(record) else ""
         title = titles[i]
         raw_titles[col.name] = title
-        value = _parse_cell(col, text, title, number, problems)
+        value = _parse_cell(col, text, title, number, problems, _limit(kind, col))
         if col.name == "external_id":
             key = value or ""
         elif col.kind == "owner":

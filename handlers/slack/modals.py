@@ -25,6 +25,7 @@ from dialogs.parsing import ParseError, parse_number
 from handlers.slack.render import plain_label
 from store import conversations as conv
 from store import permissions, records, search
+from store.limits import clean, limit_for
 from store.models import Account, Contact
 from store.permissions import Access
 
@@ -41,7 +42,8 @@ class Field:
     name: str
     kind: str = "text"          # text | long | number | email | select | multi
     required: bool = False
-    limit: int = 200
+    # a length below what the column holds (store/limits.py), for the long free texts
+    limit: int | None = None
     vocab: str | None = None
 
 
@@ -54,8 +56,8 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("business", "long", limit=2000),
         Field("source_method", "select", vocab="source_method"),
         Field("address", limit=500),
-        Field("postcode", limit=16),
-        Field("website", limit=200),
+        Field("postcode"),
+        Field("website"),
         Field("org_notes", "long", limit=4000),
     ),
     "contact": (
@@ -67,7 +69,7 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("insider_level", "select", vocab="insider_level"),
         Field("comm_style", "select", vocab="comm_style"),
         Field("relationship_stage", "select", vocab="relationship_stage"),
-        Field("phone", limit=64),
+        Field("phone"),
         Field("email", "email"),
         Field("work_notes", "long", limit=4000),
         Field("personal_notes", "long", limit=4000),
@@ -268,7 +270,10 @@ def validate(front: SlackFrontEnd, kind: str, lang: str,
                 continue
             values[f.name] = picked_all
             continue
-        raw = (entry.get("value") or "").strip()
+        column = limit_for(TABLES[kind], f.name)
+        # no NUL or other control character gets in; one line where the column holds one
+        raw = (column.clean(entry.get("value") or "") if column is not None
+               else clean(entry.get("value") or "")).strip()
         if not raw:
             if f.required:
                 err(f.name, "slack.edit.required")
@@ -283,9 +288,17 @@ def validate(front: SlackFrontEnd, kind: str, lang: str,
                 continue
             if values[f.name] < 0:
                 err(f.name, "parse.number_range", minimum="0", maximum=None)
+            elif column is not None and (refused := column.check(values[f.name])):
+                err(f.name, f"err.{refused.code}", **refused.params)
             continue
-        if len(raw) > f.limit:
-            err(f.name, "err.too_long", length=len(raw), limit=f.limit)
+        limit = min(n for n in (f.limit, column.max_length if column else None, 10_000)
+                    if n is not None)
+        if len(raw) > limit:
+            err(f.name, "err.too_long", length=len(raw), limit=limit)
+            continue
+        refused = column.check(raw) if column is not None else None
+        if refused is not None:
+            err(f.name, f"err.{refused.code}", **refused.params)
             continue
         if f.kind == "email" and not _EMAIL.match(raw):
             err(f.name, "slack.edit.bad_email")

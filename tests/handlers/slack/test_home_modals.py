@@ -159,6 +159,32 @@ async def test_modal_errors_are_shown_inline_and_nothing_is_saved(
     assert not slack.fake.calls("chat.postMessage")
 
 
+async def test_modal_refuses_what_the_columns_cannot_hold_and_drops_control_characters(
+        slack: SlackClient, db: Database) -> None:
+    """The limits are the columns' (store/limits.py): PostgreSQL would refuse each of these
+    with an internal error; the form shows the limit on the field and saves nothing."""
+    rep = slack.user()
+    view = await _open_account_modal(slack, db, rep, slack.user("U0BOSS", "wang"))
+    response = await rep.submit(view, {"name": "Daqing Oilfield", "postcode": "1" * 20,
+                                       "website": "https://x.cn/" + "w" * 287,
+                                       "size_employees": "10000000000"})
+    assert response.json()["errors"] == {
+        "postcode": "That is 20 characters; the limit here is 16. Please shorten it.",
+        "website": "That is 300 characters; the limit here is 255. Please shorten it.",
+        "size_employees": "That number is too large to record; it must be below "
+                          "2,147,483,648. Please check the zeros.",
+    }
+    account = await db.run(lambda s: s.execute(select(Account)).scalar_one())
+    assert (account.name, account.postcode, account.website) == \
+        ("Daqing <Oilfield> & Co", None, None)
+
+    response = await rep.submit(view, {"name": "Daqing\x00 Oil\x1b[2Jfield",
+                                       "org_notes": "Line one\x07\nLine two"})
+    assert response.status_code == 200 and response.text == ""
+    account = await db.run(lambda s: s.execute(select(Account)).scalar_one())
+    assert (account.name, account.org_notes) == ("Daqing Oil[2Jfield", "Line one\nLine two")
+
+
 async def test_modal_submission_saves_every_field_in_one_go(slack: SlackClient,
                                                             db: Database) -> None:
     rep = slack.user()
