@@ -21,7 +21,7 @@ from bot.app import App, build_app
 from bot.outbox import Post, PrintingFrontEnd
 from bot.settings import Settings
 from dialogs.errors import CoachError
-from dialogs.render import Renderer
+from dialogs.render import COLONS, Renderer
 from store.db import ConfigError
 
 T = TypeVar("T")
@@ -320,7 +320,8 @@ def _problem_line(renderer: Renderer, lang: str, problem: Any) -> str:
         where = renderer.text(lang, "csv.where.row", row=problem.row)
     else:
         where = renderer.text(lang, "csv.where.file")
-    return f"{where}: {renderer.text(lang, f'csv.err.{problem.code}', **problem.params)}"
+    colon = COLONS.get(lang, ": ")
+    return f"{where}{colon}{renderer.text(lang, f'csv.err.{problem.code}', **problem.params)}"
 
 
 def _fail(message: str) -> NoReturn:

@@ -107,8 +107,9 @@ class Renderer:
         """Compile a trusted text (from a flow file) now, so errors surface at start-up."""
         self._compile(source)
 
-    def text(self, lang: str, key: str, **params: Any) -> Markup:
-        """A catalog message in `lang` (falling back to English)."""
+    def text(self, lang: str, key: str, /, **params: Any) -> Markup:
+        """A catalog message in `lang` (falling back to English). `lang` and `key` are
+        positional-only, so a message may itself take a `key` or `lang` parameter."""
         catalog = self.catalogs.get(lang) or self.catalogs["en"]
         source = catalog.get(key)
         if source is None:

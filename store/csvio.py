@@ -501,6 +501,11 @@ class _Importer:
                     problems.append(Problem(row.number, title, "unknown_ref", {"key": key}))
                 else:
                     values[target] = found.id
+            deal = refs.get("opportunities", {}).get(row.refs.get("opportunity_id", ""))
+            if deal is not None and values.get("account_id") not in (None, deal.account_id):
+                problems.append(Problem(row.number, row.raw_titles.get(
+                    "opportunity_external_id", "opportunity_external_id"), "other_customer",
+                    {"ref": row.refs["opportunity_id"]}))
             current = existing.get(row.key)
             if row.owner:
                 owner_id, ambiguous = self.owners.find(row.owner)

@@ -185,9 +185,9 @@ class SlackFrontEnd:
 
     def plain(self, lang: str) -> Callable[..., str]:
         """Catalog texts as plain text (for `plain_text` fields and notes)."""
-        return lambda key, **params: plain_label(self.r.text(lang, key, **params), limit=3000)
+        return lambda key, /, **params: plain_label(self.r.text(lang, key, **params), limit=3000)
 
-    def text(self, lang: str, key: str, **params: object) -> Markup:
+    def text(self, lang: str, key: str, /, **params: object) -> Markup:
         return self.r.text(lang, key, **params)
 
     async def dm_channel(self, user: str) -> str:
