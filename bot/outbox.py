@@ -13,12 +13,20 @@ Claims and "never twice"
 - A post may hold several messages (a digest's text and its chart). Each is sent by its own
   `deliver` call and `parts_sent` is committed right after, so a restart resumes after the
   last confirmed message instead of repeating the first ones.
+- A message the platform accepted is never sent again. Before each call the worker commits
+  `sending_part` (the index of the message about to go: with the row id, the part's key) in
+  the same unit of work that renews the lease; recording the platform's id commits
+  `parts_sent` and clears it in one step. When that record fails (the database went away
+  between the send and the commit), the row is left as it is, not retried: whoever claims it
+  next finds `sending_part == parts_sent` and counts that part as sent ("sent but not
+  recorded" is sent). A send that failed (`deliver` raised) clears it with the retry.
 - A live worker cannot lose its claim while a call is in flight: every call is bounded by
   `deliver_timeout`, and the lease is renewed to at least `2 × deliver_timeout` before each
   call. Completion is recorded only `WHERE claimed_by = <this worker>`.
-- What remains is the platforms' own limit: if the process dies after Slack/Telegram accepted
-  a message and before the commit (a few milliseconds), that one message is sent again after
-  the lease runs out. Neither chat.postMessage nor sendMessage takes an idempotency key.
+- The price is the other side of the same window: a process that dies after committing
+  `sending_part` and before the platform received the call loses that one message (neither
+  chat.postMessage nor sendMessage takes an idempotency key to ask about); it is logged. The
+  platform's id of a part recovered that way is unknown (a reply to it posts unthreaded).
 
 Errors (bot/delivery.py `DeliveryError`)
 - `retry_after`: the platform's 429 / RetryAfter. The row waits that long (`not_before`), and
@@ -347,9 +355,19 @@ class OutboxWorker:
                 .execution_options(synchronize_session=False))
             if not cast(Any, won).rowcount:
                 continue
+            parts = row.parts_sent
+            if row.sending_part is not None and row.sending_part >= row.parts_sent:
+                # its send began and was never recorded: it may have been accepted, so it
+                # counts as sent (a duplicate in the team channel is the worse failure)
+                parts = row.sending_part + 1
+                session.execute(update(Outbox).where(Outbox.id == row.id)
+                                .values(parts_sent=parts, sending_part=None)
+                                .execution_options(synchronize_session=False))
+                log.warning("outbox row %s: part %d was being sent when its worker lost the "
+                            "database; counted as sent", row.id, row.sending_part)
             claimed.append(Claimed(row.id, row.dedupe_key, row.platform, row.channel_id,
                                    row.thread_id, dict(row.payload), row.attempts,
-                                   row.parts_sent, row.external_message_id))
+                                   parts, row.external_message_id))
         parents = {c.payload.get("thread_of") for c in claimed} - {None}
         if parents:
             found = {key: (status, ext) for key, status, ext in session.execute(
@@ -365,15 +383,17 @@ class OutboxWorker:
     def _mine(self, row_id: uuid.UUID) -> Any:
         return and_(Outbox.id == row_id, Outbox.claimed_by == self.worker_id)
 
-    def _renew(self, session: Session, row_id: uuid.UUID, until: datetime) -> bool:
+    def _renew(self, session: Session, row_id: uuid.UUID, until: datetime,
+               part: int) -> bool:
+        """Renew the claim and note that `part` is about to be sent (committed before it is)."""
         result = session.execute(update(Outbox).where(self._mine(row_id))
-                                 .values(lease_until=until))
+                                 .values(lease_until=until, sending_part=part))
         return bool(cast(Any, result).rowcount)
 
     def _part_sent(self, session: Session, row_id: uuid.UUID, parts: int,
                    external_id: str | None, now: datetime, done: bool,
                    nudge_ids: Sequence[str]) -> None:
-        values: dict[str, Any] = {"parts_sent": parts}
+        values: dict[str, Any] = {"parts_sent": parts, "sending_part": None}
         if external_id is not None:
             values["external_message_id"] = external_id
         if done:
@@ -391,7 +411,7 @@ class OutboxWorker:
                  attempts: int, not_before: datetime | None, error: str | None) -> None:
         session.execute(update(Outbox).where(self._mine(row_id)).values(
             status=status, attempts=attempts, not_before=not_before, last_error=error,
-            claimed_by=None, lease_until=None))
+            claimed_by=None, lease_until=None, sending_part=None))
 
     # ---- delivery ---------------------------------------------------------------------
 
@@ -442,8 +462,7 @@ class OutboxWorker:
             while parts < len(messages):
                 await self.pacer.wait(row.platform, row.channel_id, target.kind == "channel")
                 now = self.clock()
-                renewed = await self.db.run(self._renew, row.id,
-                                            now + self.lease)
+                renewed = await self.db.run(self._renew, row.id, now + self.lease, parts)
                 if not renewed:
                     log.warning("outbox row %s: claim lost before sending; left alone", row.id)
                     return None
@@ -452,8 +471,16 @@ class OutboxWorker:
                 parts += 1
                 first = ids[0] if ids and parts == 1 else None
                 external = external or first
-                await self.db.run(self._part_sent, row.id, parts, first, self.clock(),
-                                  parts == len(messages), nudge_ids)
+                try:
+                    await self.db.run(self._part_sent, row.id, parts, first, self.clock(),
+                                      parts == len(messages), nudge_ids)
+                except Exception:
+                    # Sent, but not recorded: never retried as if it had failed. The row
+                    # keeps its claim and `sending_part`; when the lease runs out, the next
+                    # claim counts the part as sent and goes on with the rest.
+                    log.exception("outbox row %s: part %d sent but not recorded; left for "
+                                  "recovery", row.id, parts - 1)
+                    return None
             outcome.sent += 1
             return external
         except Exception as exc:  # DeliveryError, 5xx, network, timeouts

@@ -722,6 +722,9 @@ class Outbox(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(64))
     lease_until: Mapped[datetime | None]
     parts_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # the message whose send has begun (committed before the platform call, cleared with its
+    # record): set on a claimed row, that part may have been accepted and is not sent again
+    sending_part: Mapped[int | None] = mapped_column(Integer)
 
 
 class ProcessedEvent(Base):
