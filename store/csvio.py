@@ -35,7 +35,6 @@ from sqlalchemy import ColumnElement, Table, bindparam, insert, or_, select, upd
 from sqlalchemy.orm import Session
 
 from store.db import Database
-from store.limits import Limit, clean, limit_for
 from store.enums import (
     AccountStatus,
     BuyingPhase,
@@ -51,6 +50,7 @@ from store.enums import (
     RelationshipStage,
     SourceMethod,
 )
+from store.limits import Limit, clean, limit_for
 from store.models import Account, Contact, Identity, Invoice, Opportunity, User, name_key
 
 BATCH = 1000

@@ -255,8 +255,8 @@ def _contacts_view(req: CommandRequest, who: Viewer, account: Account, rows: Seq
             "rank": min((ROLE_ORDER.index(r) for r in roles), default=len(ROLE_ORDER)),
         })
     if req.inbound.shared:  # posted for everyone in a channel: who they are, not our read
-        for c in out:
-            c.update(rel=None, style=None, insider=None, work_notes=None, personal=None)
+        for row in out:
+            row.update(rel=None, style=None, insider=None, work_notes=None, personal=None)
         shown, hidden, insider = [], False, None
     out.sort(key=lambda c: (c["rank"], c["name"]))
     if shown:

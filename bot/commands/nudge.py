@@ -20,7 +20,6 @@ from dialogs.messages import Option, Outbound
 from store import permissions, records
 from store.enums import ActivityKind, NudgeStatus, SubjectType
 from store.funnel import step_label
-from store.permissions import Access
 from store.models import (
     Account,
     CollectionAction,
@@ -31,6 +30,7 @@ from store.models import (
     Payment,
     User,
 )
+from store.permissions import Access
 
 # the dialog that moves an opportunity on from each step
 STAGE_COMMANDS = {"analysis": "qualify", "trust": "contact", "needs": "spin",

@@ -343,6 +343,8 @@ async def click(front: SlackFrontEnd, body: dict[str, Any], action: dict[str, An
 async def _mark(front: SlackFrontEnd, channel: str | None, ts: str, message: dict[str, Any],
                 blocks: list[dict[str, Any]]) -> None:
     """Show a question message answered or closed (its buttons gone)."""
+    if channel is None:
+        return
     try:
         await front.client.chat_update(channel=channel, ts=ts, text=message.get("text") or " ",
                                        blocks=blocks)

@@ -63,8 +63,8 @@ from telegram.error import (
 from telegram.ext import Application, CallbackContext, ExtBot, TypeHandler
 
 from bot.app import App
-from bot.commands import SHARE_WORDS
 from bot.coach import Reply, plain
+from bot.commands import SHARE_WORDS
 from bot.delivery import DeliveryError, Target
 from dialogs.messages import Inbound, Outbound
 from handlers.guard import Malformed, load_json, refuse

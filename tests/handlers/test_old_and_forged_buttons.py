@@ -26,7 +26,7 @@ from store.models import Account
 from tests.fakes.slack_api import FakeSlackAPI
 from tests.handlers.slack.harness import FakeClock, SlackClient, SlackUser, make_client
 from tests.handlers.slack.harness import plain as slack_plain
-from tests.handlers.telegram.harness import Driver, Harness, running, shown
+from tests.handlers.telegram.harness import Driver, Harness, running
 
 TEXTS = {
     "en": {"start": "intake", "name": "Acme Steel", "steel": "8",

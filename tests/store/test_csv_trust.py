@@ -4,24 +4,16 @@ its line; an export is safe to open in Excel and imports back to the exact text.
 
 from __future__ import annotations
 
-import csv
-import io
-import uuid
-from datetime import date
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 from typer.testing import CliRunner, Result
 
 from bot.cli import cli
-from store.csvio import Problem, export_csv
+from store.csvio import Problem
 from store.db import Database
-from store.models import Account, Contact, Opportunity
-from tests.store.lookups_data import ORG, build
-from tests.store.test_csvio import ACCOUNTS_EN, _copy_org, run_import, write
+from tests.store.lookups_data import build
+from tests.store.test_csvio import ACCOUNTS_EN, run_import, write
 
 
 def _cli(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
